@@ -1,0 +1,276 @@
+"""The Luma API client: one pooled `httpx.AsyncClient`, typed bodies, one error family.
+
+Reads (`POST /luma/tasks`) are retried on transient failures with exponential backoff
+and jitter, honouring `Retry-After`, bounded in attempts and in total time. Submits
+(`POST /luma/videos`) start a paid generation, so they are retried only when the request
+provably never reached the server (the connection could not be made).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from typing import Any, TypeVar
+
+import httpx
+from pydantic import BaseModel, SecretStr, ValidationError
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception,
+    stop_after_attempt,
+    stop_before_delay,
+    wait_exponential_jitter,
+)
+
+from luma_mcp import __version__
+from luma_mcp.config import Settings
+from luma_mcp.errors import (
+    LumaConfigError,
+    LumaConnectionError,
+    LumaError,
+    LumaRateLimitError,
+    LumaResponseError,
+    LumaTimeoutError,
+    error_from_response,
+)
+from luma_mcp.models import Accepted, TaskBatch, TaskRecord, VideoRequest
+
+log = logging.getLogger(__name__)
+
+VIDEOS_PATH = "/luma/videos"
+TASKS_PATH = "/luma/tasks"
+MAX_BATCH = 50
+_MIN_REDACTED_LENGTH = 8
+
+_M = TypeVar("_M", bound=BaseModel)
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How task reads are retried. `attempts` counts retries, not the first try."""
+
+    attempts: int = 4
+    backoff: float = 1.0
+    total_seconds: float = 20.0
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> RetryPolicy:
+        return cls(settings.max_retries, settings.retry_backoff_seconds, settings.retry_max_seconds)
+
+
+def _retry_after(headers: httpx.Headers) -> float | None:
+    value = headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, (when - datetime.now(UTC)).total_seconds())
+
+
+class LumaClient:
+    """Talks to Ace Data Cloud's Luma endpoints. Knows nothing of MCP."""
+
+    def __init__(
+        self,
+        *,
+        token: SecretStr | None,
+        base_url: str,
+        timeout: float = 30.0,
+        retry: RetryPolicy | None = None,
+        http: httpx.AsyncClient | None = None,
+    ) -> None:
+        self._token = token
+        self._base_url = base_url.rstrip("/")
+        self._retry = retry or RetryPolicy()
+        self._owns_http = http is None
+        self._http = http or httpx.AsyncClient(
+            timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
+            limits=httpx.Limits(max_connections=100, max_keepalive_connections=20),
+            headers={"User-Agent": f"luma-mcp/{__version__}"},
+        )
+
+    @classmethod
+    def from_settings(cls, settings: Settings, http: httpx.AsyncClient | None = None) -> LumaClient:
+        return cls(
+            token=settings.api_token,
+            base_url=settings.api_base_url,
+            timeout=settings.request_timeout,
+            retry=RetryPolicy.from_settings(settings),
+            http=http,
+        )
+
+    @property
+    def base_url(self) -> str:
+        return self._base_url
+
+    @property
+    def has_token(self) -> bool:
+        return bool(self._token and self._token.get_secret_value())
+
+    def __repr__(self) -> str:
+        return f"LumaClient(base_url={self._base_url!r}, token={'set' if self.has_token else 'missing'})"
+
+    async def aclose(self) -> None:
+        if self._owns_http:
+            await self._http.aclose()
+
+    async def __aenter__(self) -> LumaClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    # --- the API -------------------------------------------------------------------
+
+    async def submit(self, request: VideoRequest) -> Accepted:
+        """Start a generation in async mode and return its task id. Never retried once sent."""
+        body = request.model_copy(update={"async_": True}).to_body()
+        data = await self._with_retries(
+            lambda: self._post(VIDEOS_PATH, body, starts_work=True), retryable=_never_reached_server
+        )
+        return self._parse(Accepted, data, "the submit answer has no task_id")
+
+    async def get_task(self, task_id: str) -> TaskRecord | None:
+        """One task, or None when the API does not know the id (it answers `{}`)."""
+        data = await self._with_retries(
+            lambda: self._post(TASKS_PATH, {"action": "retrieve", "id": task_id}), retryable=_transient
+        )
+        if not data:
+            return None
+        return self._parse(TaskRecord, data, "the task record is malformed")
+
+    async def get_tasks(self, task_ids: list[str]) -> dict[str, TaskRecord]:
+        """Up to 50 tasks in one request, keyed by id; unknown ids are simply absent."""
+        if not task_ids:
+            return {}
+        if len(task_ids) > MAX_BATCH:
+            raise ValueError(f"at most {MAX_BATCH} task ids per batch")
+        data = await self._with_retries(
+            lambda: self._post(TASKS_PATH, {"action": "retrieve_batch", "ids": task_ids}),
+            retryable=_transient,
+        )
+        batch = self._parse(TaskBatch, data, "the batch answer is malformed")
+        return {record.id: record for record in batch.items}
+
+    # --- plumbing ------------------------------------------------------------------
+
+    async def _with_retries(
+        self, call: Callable[[], Awaitable[dict[str, Any]]], retryable: Callable[[BaseException], bool]
+    ) -> dict[str, Any]:
+        policy = self._retry
+        retrying = AsyncRetrying(
+            retry=retry_if_exception(retryable),
+            stop=stop_after_attempt(policy.attempts + 1) | stop_before_delay(policy.total_seconds),
+            wait=_wait_for(policy.backoff),
+            before_sleep=_log_retry,
+            reraise=True,
+        )
+        async for attempt in retrying:
+            with attempt:
+                return await call()
+        raise AssertionError("unreachable: tenacity re-raises the last error")  # pragma: no cover
+
+    async def _post(self, path: str, body: dict[str, Any], starts_work: bool = False) -> dict[str, Any]:
+        if not self.has_token:
+            raise LumaConfigError("No Ace Data Cloud API token is configured")
+        assert self._token is not None
+        url = self._base_url + path
+        # After a broken exchange a submit may have started a paid video: say so, don't invite a resubmit.
+        unsure = (
+            "The video may have been started: look for it before submitting again."
+            if starts_work
+            else "Try again in a moment."
+        )
+        headers = {"Authorization": f"Bearer {self._token.get_secret_value()}", "Accept": "application/json"}
+        try:
+            response = await self._http.post(url, json=body, headers=headers)
+        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
+            raise LumaConnectionError(
+                f"Could not connect to the API at {self._base_url} ({type(exc).__name__})",
+                request_sent=False,
+                advice="Check the network and ACEDATACLOUD_API_BASE_URL, then try again.",
+            ) from None
+        except httpx.TimeoutException as exc:
+            raise LumaTimeoutError(
+                f"The API did not answer in time ({type(exc).__name__})",
+                advice=unsure,
+            ) from None
+        except httpx.TransportError as exc:
+            raise LumaConnectionError(
+                f"The connection to the API broke before an answer came ({type(exc).__name__})",
+                request_sent=True,
+                advice=unsure,
+            ) from None
+        content = self._redact(response.content)
+        content_type = response.headers.get("content-type", "")
+        if response.is_success:
+            try:
+                data = json.loads(content)
+            except (ValueError, UnicodeDecodeError):
+                data = None
+            if not isinstance(data, dict):
+                kind = "an empty body" if not content.strip() else "a body that is not a JSON object"
+                raise LumaResponseError(
+                    f"The API answered HTTP {response.status_code} with {kind}",
+                    status_code=response.status_code,
+                )
+            if data.get("success") is False and data.get("error"):
+                raise error_from_response(response.status_code, content, content_type)
+            return data
+        raise error_from_response(
+            response.status_code, content, content_type, retry_after=_retry_after(response.headers)
+        )
+
+    def _redact(self, content: bytes) -> bytes:
+        # Defence in depth: should the API ever echo the token, it must not travel further.
+        # (Real tokens are long; a toy token of a few characters would mangle every body.)
+        if self._token:
+            secret = self._token.get_secret_value().encode()
+            if len(secret) >= _MIN_REDACTED_LENGTH and secret in content:
+                content = content.replace(secret, b"[redacted]")
+        return content
+
+    @staticmethod
+    def _parse(model: type[_M], data: dict[str, Any], what: str) -> _M:
+        try:
+            return model.model_validate(data)
+        except ValidationError:
+            trace = data.get("trace_id") if isinstance(data.get("trace_id"), str) else None
+            raise LumaResponseError(f"The API answer was not understood: {what}", trace_id=trace) from None
+
+
+def _transient(exc: BaseException) -> bool:
+    return isinstance(exc, LumaError) and exc.transient
+
+
+def _never_reached_server(exc: BaseException) -> bool:
+    return isinstance(exc, LumaConnectionError) and not exc.request_sent
+
+
+def _wait_for(backoff: float) -> Callable[[RetryCallState], float]:
+    exponential = wait_exponential_jitter(multiplier=backoff, max=backoff * 16, jitter=backoff)
+
+    def wait(state: RetryCallState) -> float:
+        exc = state.outcome.exception() if state.outcome else None
+        if isinstance(exc, LumaRateLimitError) and exc.retry_after is not None:
+            return exc.retry_after
+        return float(exponential(state))
+
+    return wait
+
+
+def _log_retry(state: RetryCallState) -> None:
+    exc = state.outcome.exception() if state.outcome else None
+    delay = state.next_action.sleep if state.next_action else 0.0
+    log.warning("Luma API attempt %d failed (%s); retrying in %.1f s", state.attempt_number, exc, delay)
