@@ -20,16 +20,14 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
 
     api_token: SecretStr | None = Field(default=None, validation_alias=TOKEN_ENV)
-    api_base_url: str = Field(
-        default="https://api.acedata.cloud", validation_alias="ACEDATACLOUD_API_BASE_URL"
-    )
+    api_base_url: str = Field(default="https://api.acedata.cloud", validation_alias="ACEDATACLOUD_API_BASE_URL")
 
     request_timeout: float = Field(default=30.0, gt=0, le=600, validation_alias="LUMA_REQUEST_TIMEOUT")
     default_aspect_ratio: AspectRatio = Field(default="16:9", validation_alias="LUMA_DEFAULT_ASPECT_RATIO")
 
     # Waiting inside one tool call. The defaults keep a call under the ~60 s most hosts allow.
-    wait_seconds: float = Field(default=45.0, ge=0, validation_alias="LUMA_WAIT_SECONDS")
-    max_wait_seconds: float = Field(default=50.0, ge=0, le=3600, validation_alias="LUMA_MAX_WAIT_SECONDS")
+    wait_seconds: int = Field(default=45, ge=0, validation_alias="LUMA_WAIT_SECONDS")
+    max_wait_seconds: int = Field(default=50, ge=0, le=3600, validation_alias="LUMA_MAX_WAIT_SECONDS")
     poll_initial_seconds: float = Field(default=5.0, ge=1.0, validation_alias="LUMA_POLL_INITIAL_SECONDS")
     poll_max_seconds: float = Field(default=15.0, ge=1.0, validation_alias="LUMA_POLL_MAX_SECONDS")
     progress_interval_seconds: float = Field(
@@ -38,21 +36,17 @@ class Settings(BaseSettings):
 
     # Retries of task reads (never of submits that may have reached the server).
     max_retries: int = Field(default=4, ge=0, le=10, validation_alias="LUMA_MAX_RETRIES")
-    retry_backoff_seconds: float = Field(
-        default=1.0, ge=0, le=60, validation_alias="LUMA_RETRY_BACKOFF_SECONDS"
-    )
+    retry_backoff_seconds: float = Field(default=1.0, ge=0, le=60, validation_alias="LUMA_RETRY_BACKOFF_SECONDS")
     retry_max_seconds: float = Field(default=20.0, ge=0, le=300, validation_alias="LUMA_RETRY_MAX_SECONDS")
 
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
-        default="INFO", validation_alias="LUMA_LOG_LEVEL"
-    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(default="INFO", validation_alias="LUMA_LOG_LEVEL")
 
     @model_validator(mode="after")
     def _check_bounds(self) -> Settings:
         if self.wait_seconds > self.max_wait_seconds:
             raise ValueError(
-                f"LUMA_WAIT_SECONDS ({self.wait_seconds:g}) is above LUMA_MAX_WAIT_SECONDS "
-                f"({self.max_wait_seconds:g}): lower the first or raise the second"
+                f"LUMA_WAIT_SECONDS ({self.wait_seconds}) is above LUMA_MAX_WAIT_SECONDS "
+                f"({self.max_wait_seconds}): lower the first or raise the second"
             )
         if self.poll_initial_seconds > self.poll_max_seconds:
             raise ValueError("LUMA_POLL_INITIAL_SECONDS must not exceed LUMA_POLL_MAX_SECONDS")

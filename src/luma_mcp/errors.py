@@ -61,9 +61,7 @@ class LumaConfigError(LumaError):
 
 
 class LumaAuthError(LumaError):
-    advice = (
-        f"Check {TOKEN_ENV}: it must be a valid Ace Data Cloud token with access to Luma ({CONSOLE_URL})."
-    )
+    advice = f"Check {TOKEN_ENV}: it must be a valid Ace Data Cloud token with access to Luma ({CONSOLE_URL})."
 
 
 class LumaRequestError(LumaError):

@@ -42,9 +42,7 @@ log = logging.getLogger(__name__)
 FAIL_MARKER = "sim:fail"
 REFUSE_MARKER = "sim:refuse"
 
-FaultKind = Literal[
-    "429", "500", "502", "503", "504", "html", "empty", "truncated", "drop", "slow", "not_json_object"
-]
+FaultKind = Literal["429", "500", "502", "503", "504", "html", "empty", "truncated", "drop", "slow", "not_json_object"]
 
 _VIDEO_FIELDS = {
     "action", "prompt", "aspect_ratio", "loop", "enhancement", "start_image_url", "end_image_url",
@@ -256,8 +254,7 @@ class Simulator:
             response = Response(b'["unexpected"]', media_type="application/json")
         elif kind == "html":
             response = Response(
-                b"<html><head><title>502 Bad Gateway</title></head>"
-                b"<body><h1>502 Bad Gateway</h1></body></html>",
+                b"<html><head><title>502 Bad Gateway</title></head><body><h1>502 Bad Gateway</h1></body></html>",
                 status_code=502,
                 media_type="text/html",
             )
@@ -269,9 +266,7 @@ class Simulator:
         elif kind == "504":
             response = _error(504, "timeout", "The request timed out.")
         else:  # 502, 503: a bare gateway answer
-            response = Response(
-                f"{kind} Service Unavailable".encode(), status_code=int(kind), media_type="text/plain"
-            )
+            response = Response(f"{kind} Service Unavailable".encode(), status_code=int(kind), media_type="text/plain")
         await response(scope, _no_receive, send)
 
     def _record(self, path: str, raw: bytes, authorization: str | None) -> None:
@@ -298,11 +293,7 @@ class Simulator:
             )
         if code == "disabled":
             return _error(403, code, "The credential is disabled.")
-        if (
-            not token
-            or code == "invalid_token"
-            or (self.valid_tokens is not None and token not in self.valid_tokens)
-        ):
+        if not token or code == "invalid_token" or (self.valid_tokens is not None and token not in self.valid_tokens):
             return _error(401, "invalid_token", "The specified token is invalid or wrong.")
         return None
 

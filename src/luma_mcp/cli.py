@@ -1,0 +1,74 @@
+"""`luma-mcp`: serve the tools over stdio, against Ace Data Cloud or the built-in simulator."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from pydantic import SecretStr, ValidationError
+
+from luma_mcp import __version__
+from luma_mcp.config import TOKEN_ENV, Settings
+from luma_mcp.server import create_server
+from luma_mcp.simulator import Simulator, SimulatorServer
+
+log = logging.getLogger("luma_mcp")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="luma-mcp",
+        description="MCP server that makes videos with Luma Dream Machine through Ace Data Cloud.",
+    )
+    parser.add_argument("--version", action="version", version=f"luma-mcp {__version__}")
+    parser.add_argument(
+        "--simulate",
+        action="store_true",
+        help="serve against a built-in simulator of the API (no token, no network, no cost)",
+    )
+    parser.add_argument(
+        "--simulate-seconds",
+        type=float,
+        default=20.0,
+        metavar="S",
+        help="with --simulate: how long a simulated video takes to generate (default 20)",
+    )
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    try:
+        settings = Settings()
+    except ValidationError as exc:
+        # stdout is the protocol's: every word for people goes to stderr.
+        print(f"luma-mcp: invalid configuration:\n{exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    logging.basicConfig(
+        level=settings.log_level,
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    simulator: SimulatorServer | None = None
+    if args.simulate:
+        simulator = SimulatorServer(Simulator(queue_seconds=1.0, processing_seconds=args.simulate_seconds)).start()
+        settings = settings.model_copy(
+            update={"api_base_url": simulator.url, "api_token": SecretStr("simulator-token")}
+        )
+        log.info("simulating the Luma API at %s (videos take %.0f s)", simulator.url, args.simulate_seconds)
+    elif settings.api_token is None:
+        log.warning(
+            "%s is not set: the tools are listed but every call will ask for it. "
+            "Set it in the MCP server's env, or run with --simulate to try without one.",
+            TOKEN_ENV,
+        )
+    try:
+        create_server(settings).run("stdio")
+    finally:
+        if simulator is not None:
+            simulator.stop()
+
+
+if __name__ == "__main__":
+    main()
