@@ -6,10 +6,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from mcp import Client
+from mcp.types import CallToolResult, TextContent
 from pydantic import SecretStr
 
 from luma_mcp.client import LumaClient, RetryPolicy
+from luma_mcp.config import Settings
+from luma_mcp.server import create_server
 from luma_mcp.simulator import Simulator, SimulatorServer
+from luma_mcp.waiting import PollSchedule
 
 EXAMPLES = Path(__file__).parent / "fixtures" / "luma-api-examples"
 # A canary: tests search every message, log record and result for it.
@@ -44,3 +49,30 @@ async def luma(sim_server: SimulatorServer) -> AsyncIterator[LumaClient]:
         token=SecretStr(CANARY_TOKEN), base_url=sim_server.url, timeout=5.0, retry=FAST_RETRY
     ) as client:
         yield client
+
+
+# --- the MCP server, in memory ----------------------------------------------------------
+
+# Polls and heartbeats in tenths of seconds: the same loop, on a fast clock.
+FAST_SCHEDULE = PollSchedule(first=0.1, maximum=0.2, heartbeat=0.15, min_interval=0.05)
+
+
+def make_settings(url: str, token: str | None = CANARY_TOKEN, **env: Any) -> Settings:
+    values: dict[str, Any] = {
+        "ACEDATACLOUD_API_BASE_URL": url,
+        "ACEDATACLOUD_API_TOKEN": token,
+        "LUMA_MAX_RETRIES": 2,
+        "LUMA_RETRY_BACKOFF_SECONDS": 0.02,
+    }
+    return Settings(_env_file=None, **values, **env)  # type: ignore[call-arg]
+
+
+@pytest.fixture
+async def mcp_client(sim_server: SimulatorServer) -> AsyncIterator[Client]:
+    server = create_server(make_settings(sim_server.url), schedule=FAST_SCHEDULE)
+    async with Client(server) as client:
+        yield client
+
+
+def text_of(result: CallToolResult) -> str:
+    return "\n".join(block.text for block in result.content if isinstance(block, TextContent))

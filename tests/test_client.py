@@ -194,18 +194,14 @@ async def test_connection_refused_everywhere() -> None:
 
 async def test_read_timeout_is_retried(sim_server: SimulatorServer) -> None:
     sim_server.simulator.inject("slow", "/luma/tasks", delay=1.0)
-    async with LumaClient(
-        token=SecretStr("t"), base_url=sim_server.url, timeout=0.3, retry=FAST_RETRY
-    ) as luma:
+    async with LumaClient(token=SecretStr("t"), base_url=sim_server.url, timeout=0.3, retry=FAST_RETRY) as luma:
         assert await luma.get_task("x") is None
     assert sim_server.simulator.count("/luma/tasks") == 2
 
 
 async def test_submit_timeout_says_the_video_may_exist(sim_server: SimulatorServer) -> None:
     sim_server.simulator.inject("slow", "/luma/videos", delay=1.0)
-    async with LumaClient(
-        token=SecretStr("t"), base_url=sim_server.url, timeout=0.3, retry=FAST_RETRY
-    ) as luma:
+    async with LumaClient(token=SecretStr("t"), base_url=sim_server.url, timeout=0.3, retry=FAST_RETRY) as luma:
         with pytest.raises(LumaTimeoutError, match="may have been started"):
             await luma.submit(GenerateRequest(prompt="a"))
 
@@ -221,9 +217,7 @@ async def test_no_token_sends_nothing(sim_server: SimulatorServer) -> None:
     ("code", "cls"),
     [("invalid_token", LumaAuthError), ("token_mismatched", LumaAuthError), ("used_up", LumaBalanceError)],
 )
-async def test_account_errors_from_the_simulator(
-    sim_server: SimulatorServer, code: str, cls: type[LumaError]
-) -> None:
+async def test_account_errors_from_the_simulator(sim_server: SimulatorServer, code: str, cls: type[LumaError]) -> None:
     sim_server.simulator.token_errors["tok"] = code
     async with LumaClient(token=SecretStr("tok"), base_url=sim_server.url, retry=FAST_RETRY) as luma:
         with pytest.raises(cls) as caught:

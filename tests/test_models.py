@@ -69,9 +69,7 @@ def test_callback_failure_is_failed() -> None:
     assert derive_status(result) is TaskStatus.FAILED
 
 
-@pytest.mark.parametrize(
-    "name", ["platform-generic-async-accepted.json", "resp-videos-async-callback-accepted.json"]
-)
+@pytest.mark.parametrize("name", ["platform-generic-async-accepted.json", "resp-videos-async-callback-accepted.json"])
 def test_acceptance_examples(name: str) -> None:
     assert Accepted.model_validate(example(name)).task_id == example(name)["task_id"]
 

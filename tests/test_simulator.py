@@ -81,13 +81,9 @@ def test_task_record_lifecycle_and_media(http: httpx.Client, sim: Simulator) -> 
 
 def test_failure_and_unknown_video_to_extend(http: httpx.Client, sim: Simulator) -> None:
     failing = http.post("/luma/videos", json={"prompt": f"x {FAIL_MARKER}", "async": True}).json()["task_id"]
-    orphan = http.post("/luma/videos", json={"action": "extend", "video_id": "nope", "async": True}).json()[
-        "task_id"
-    ]
+    orphan = http.post("/luma/videos", json={"action": "extend", "video_id": "nope", "async": True}).json()["task_id"]
     time.sleep(sim.queue_seconds + sim.processing_seconds + 0.05)
-    batch = http.post(
-        "/luma/tasks", json={"action": "retrieve_batch", "ids": [failing, orphan, "nope"]}
-    ).json()
+    batch = http.post("/luma/tasks", json={"action": "retrieve_batch", "ids": [failing, orphan, "nope"]}).json()
     assert batch["count"] == 2
     responses = [VideoResult.model_validate(item["response"]) for item in batch["items"]]
     assert [derive_status(r) for r in responses] == [TaskStatus.FAILED, TaskStatus.FAILED]

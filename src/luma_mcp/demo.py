@@ -37,7 +37,7 @@ def text_of(result: CallToolResult) -> str:
 def check(result: CallToolResult, step: str) -> dict[str, Any]:
     if result.is_error or result.structured_content is None:
         raise DemoFailed(f"{step} failed: {text_of(result)}")
-    return result.structured_content
+    return dict(result.structured_content)
 
 
 async def progress_printer(progress: float, total: float | None, message: str | None) -> None:

@@ -11,10 +11,10 @@ work is done by `client`, `waiting` and `results`, and every failure leaves as a
 import inspect
 import ipaddress
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 from urllib.parse import urlsplit
 
 from mcp.server import MCPServer
@@ -43,15 +43,15 @@ from luma_mcp.schema import compact_schema
 from luma_mcp.waiting import PollSchedule, wait_for_tasks
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
-INSTRUCTIONS = """\
-Makes short videos (about 5 s each) with Luma Dream Machine. Each generate_video or
-extend_video call starts one paid generation that takes 1-5 minutes, and waits up to
-wait_seconds for it. If the result is still pending or processing, call get_task with the
-task_id (and wait_seconds) until it succeeds; never submit the same request again, that
-pays twice. Give the user the video_url when done; to continue a video, pass its video_id
-to extend_video. The prompts video_prompt and storyboard help write good requests.
-"""
+INSTRUCTIONS = (
+    "Makes short videos (about 5 s each) with Luma Dream Machine. generate_video and extend_video each start "
+    "one paid generation (1-5 minutes) and wait up to wait_seconds for it. If the result is pending or "
+    "processing, call get_task with its task_id and wait_seconds until it finishes; never repeat the submit, "
+    "that pays twice. Give the user the video_url; pass a result's video_id to extend_video to continue it. "
+    "The prompts video_prompt and storyboard help write good requests."
+)
 
 _OPEN_WORLD_WRITE = ToolAnnotations(
     read_only_hint=False, destructive_hint=False, idempotent_hint=False, open_world_hint=True
@@ -76,6 +76,20 @@ class LumaMCPServer(MCPServer["AppState"]):
             )
             for tool in await super().list_tools()
         ]
+
+    async def call_tool(self, name: str, arguments: dict[str, Any], context: Any = None) -> Any:
+        # The SDK silently drops unknown arguments; a model that sent `duration` or `seed`
+        # believes it was applied. Say so instead.
+        tool = self._tool_manager.get_tool(name)
+        if tool is not None:
+            known = set(tool.parameters.get("properties", {}))
+            unknown = sorted(set(arguments) - known)
+            if unknown:
+                raise ToolError(
+                    f"{name} has no argument {', '.join(unknown)}. Its arguments are: {', '.join(sorted(known))}. "
+                    "Luma takes no duration, resolution, seed or negative prompt: describe what you want in the prompt."
+                )
+        return await super().call_tool(name, arguments, context)
 
 
 @dataclass
@@ -196,7 +210,7 @@ def create_server(settings: Settings, *, schedule: PollSchedule | None = None) -
             raise ToolError("Pass task_id (one task) or task_ids (several), not both and not neither.")
         ids = list(dict.fromkeys([task_id] if task_id else task_ids or []))
         state = _state(ctx)
-        results = await _fetch(state, ids)
+        results = await _call(_fetch(state, ids))
         not_found = [i for i in ids if i not in results]
         if task_id is not None and not_found:
             raise ToolError(
@@ -204,7 +218,7 @@ def create_server(settings: Settings, *, schedule: PollSchedule | None = None) -
                 "extend_video result gave."
             )
         if wait_seconds > 0:
-            results = await _wait(ctx, results, wait_seconds, first_delay=state.schedule.first)
+            results = await _call(_wait(ctx, results, wait_seconds, first_delay=state.schedule.first))
         tasks = [results[i] for i in ids if i in results]
         unfinished = [t.task_id for t in tasks if not t.status.finished]
         listing = TaskList(
@@ -224,7 +238,7 @@ def create_server(settings: Settings, *, schedule: PollSchedule | None = None) -
     async def task_resource(task_id: str, ctx: Context[AppState]) -> str:
         try:
             results = await _fetch(_state(ctx), [task_id])
-        except ToolError as exc:
+        except (ToolError, LumaError) as exc:
             raise ResourceError(str(exc)) from None
         if task_id not in results:
             raise ResourceError(f"No task with id {task_id}.")
@@ -299,15 +313,16 @@ def _state(ctx: Context[AppState]) -> AppState:
 
 
 async def _fetch(state: AppState, task_ids: list[str]) -> dict[str, TaskResult]:
+    """The tasks' current results (one request; a batch for several). Raises `LumaError`."""
     if len(task_ids) == 1:
-        record = await _call(state.luma.get_task(task_ids[0]))
+        record = await state.luma.get_task(task_ids[0])
         return {} if record is None else {record.id: from_record(record)}
-    records = await _call(state.luma.get_tasks(task_ids))
+    records = await state.luma.get_tasks(task_ids)
     return {task_id: from_record(record) for task_id, record in records.items()}
 
 
-async def _call(awaitable: Any) -> Any:
-    """Await an API call; its failures become the ToolError text the model acts on."""
+async def _call(awaitable: Awaitable[T]) -> T:
+    """Await API work at the tool boundary; its failures become the ToolError text the model acts on."""
     try:
         return await awaitable
     except LumaError as exc:
