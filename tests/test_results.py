@@ -18,7 +18,7 @@ from luma_mcp.results import (
     with_next_call,
 )
 from luma_mcp.schema import compact_schema
-from luma_mcp.waiting import PollSchedule, wait_for_tasks
+from luma_mcp.waiting import Fetch, PollSchedule, wait_for_tasks
 
 from .conftest import example
 
@@ -118,11 +118,26 @@ def test_default_schedule_polls_at_most_once_a_second() -> None:
         Settings(_env_file=None, LUMA_POLL_INITIAL_SECONDS=0.5)  # type: ignore[call-arg]
 
 
+async def wait_for_one(
+    fetch: Fetch, schedule: PollSchedule, budget: float
+) -> tuple[dict[str, TaskResult], list[tuple[float, str]]]:
+    """Wait on one pending task "t"; returns the results and the progress reports."""
+    reports: list[tuple[float, str]] = []
+
+    async def report(progress: float, total: float, message: str) -> None:
+        reports.append((progress, message))
+
+    pending = {"t": TaskResult(task_id="t", status=TaskStatus.PENDING)}
+    results = await wait_for_tasks(
+        fetch, pending, budget=budget, schedule=schedule, report=report, first_delay=schedule.first
+    )
+    return results, reports
+
+
 @pytest.mark.anyio
 async def test_wait_loop_polls_on_schedule_and_reports_between_polls() -> None:
     schedule = PollSchedule(first=0.2, maximum=0.3, factor=1.5, heartbeat=0.1, min_interval=0.2)
     polls: list[float] = []
-    reports: list[tuple[float, str]] = []
     start = anyio.current_time()
 
     async def fetch(ids: list[str]) -> dict[str, TaskResult]:
@@ -130,17 +145,7 @@ async def test_wait_loop_polls_on_schedule_and_reports_between_polls() -> None:
         status = TaskStatus.SUCCEEDED if len(polls) >= 3 else TaskStatus.PROCESSING
         return {i: TaskResult(task_id=i, status=status, elapsed_seconds=1) for i in ids}
 
-    async def report(progress: float, total: float, message: str) -> None:
-        reports.append((progress, message))
-
-    results = await wait_for_tasks(
-        fetch,
-        {"t": TaskResult(task_id="t", status=TaskStatus.PENDING)},
-        budget=5,
-        schedule=schedule,
-        report=report,
-        first_delay=0.2,
-    )
+    results, reports = await wait_for_one(fetch, schedule, budget=5)
     assert results["t"].status is TaskStatus.SUCCEEDED and len(polls) == 3
     gaps = [b - a for a, b in zip([0.0, *polls], polls, strict=False)]
     assert all(gap >= 0.2 - 0.02 for gap in gaps)  # never faster than the floor
@@ -158,17 +163,7 @@ async def test_wait_loop_ends_at_its_budget_with_a_last_look() -> None:
         polls.append(anyio.current_time() - start)
         return {i: TaskResult(task_id=i, status=TaskStatus.PROCESSING) for i in ids}
 
-    async def report(progress: float, total: float, message: str) -> None:
-        pass
-
-    await wait_for_tasks(
-        fetch,
-        {"t": TaskResult(task_id="t", status=TaskStatus.PENDING)},
-        budget=0.6,
-        schedule=schedule,
-        report=report,
-        first_delay=0.1,
-    )
+    await wait_for_one(fetch, schedule, budget=0.6)
     elapsed = anyio.current_time() - start
     assert 0.6 <= elapsed < 0.8
     assert polls[-1] >= 0.55  # the last poll lands as the budget ends, not 10 s later

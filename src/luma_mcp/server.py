@@ -360,22 +360,12 @@ def _check_public(settings: Settings, **urls: str | None) -> None:
 def _tool_result(text: str, structured: TaskResult | TaskList, tasks: list[TaskResult]) -> CallToolResult:
     content: list[ContentBlock] = [TextContent(type="text", text=text)]
     for task in tasks:
-        if task.status is TaskStatus.SUCCEEDED and task.video_url:
-            content.append(
-                ResourceLink(
-                    type="resource_link",
-                    uri=task.video_url,
-                    name=f"video-{task.task_id}",
-                    mime_type="video/mp4",
-                )
-            )
-            if task.thumbnail_url:
-                content.append(
-                    ResourceLink(
-                        type="resource_link",
-                        uri=task.thumbnail_url,
-                        name=f"thumbnail-{task.task_id}",
-                        mime_type="image/jpeg",
-                    )
-                )
+        if task.status is not TaskStatus.SUCCEEDED:
+            continue
+        media = [(task.video_url, "video", "video/mp4"), (task.thumbnail_url, "thumbnail", "image/jpeg")]
+        content += [
+            ResourceLink(type="resource_link", uri=url, name=f"{kind}-{task.task_id}", mime_type=mime)
+            for url, kind, mime in media
+            if url
+        ]
     return CallToolResult(content=content, structured_content=structured.model_dump(mode="json", exclude_none=True))
