@@ -15,6 +15,7 @@ from mcp.types import ResourceLink
 from luma_mcp.results import TaskList, TaskResult
 from luma_mcp.server import create_server
 from luma_mcp.simulator import FAIL_MARKER, REFUSE_MARKER, Simulator, SimulatorServer
+from luma_mcp.waiting import PollSchedule
 
 from .conftest import CANARY_TOKEN, FAST_SCHEDULE, make_settings, text_of
 
@@ -385,7 +386,24 @@ async def test_progress_while_waiting(sim_server: SimulatorServer) -> None:
     assert values == sorted(values) and len(set(values)) == len(values)
     assert all(total == 10 for _, _, total, _ in events)
     gaps = [b[0] - a[0] for a, b in itertools.pairwise(events)]
-    assert max(gaps) <= FAST_SCHEDULE.heartbeat + 0.25
+    assert max(gaps) <= FAST_SCHEDULE.heartbeat + 0.5
+
+
+async def test_back_to_back_calls_do_not_read_a_task_twice_within_the_interval(sim_server: SimulatorServer) -> None:
+    sim = sim_server.simulator
+    sim.processing_seconds = 30
+    schedule = PollSchedule(first=0.2, maximum=0.2, heartbeat=0.1, min_interval=0.6)
+    async with Client(create_server(make_settings(sim_server.url), schedule=schedule)) as client:
+        task = TaskResult.model_validate((await generate(client, wait_seconds=1)).structured_content)
+        reads = sim.count("/luma/tasks")  # the wait ended with a last look
+        again = await client.call_tool("get_task", {"task_id": task.task_id})
+        assert TaskList.model_validate(again.structured_content).tasks[0].task_id == task.task_id
+        assert sim.count("/luma/tasks") == reads
+        await anyio.sleep(0.6)
+        await client.call_tool("get_task", {"task_id": task.task_id})
+        assert sim.count("/luma/tasks") == reads + 1
+    times = [r.at for r in sim.requests if r.path == "/luma/tasks"]
+    assert min(b - a for a, b in itertools.pairwise(times)) >= 0.55
 
 
 async def test_cancelled_call_stops_waiting_and_the_task_survives(sim_server: SimulatorServer) -> None:

@@ -11,7 +11,6 @@ from pydantic import SecretStr, ValidationError
 from luma_mcp import __version__
 from luma_mcp.config import TOKEN_ENV, Settings
 from luma_mcp.server import create_server
-from luma_mcp.simulator import Simulator, SimulatorServer
 
 log = logging.getLogger("luma_mcp")
 
@@ -50,8 +49,10 @@ def main(argv: list[str] | None = None) -> None:
         stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    simulator: SimulatorServer | None = None
+    simulator = None
     if args.simulate:
+        from luma_mcp.simulator import Simulator, SimulatorServer  # only --simulate pays for importing it
+
         simulator = SimulatorServer(Simulator(queue_seconds=1.0, processing_seconds=args.simulate_seconds)).start()
         settings = settings.model_copy(
             update={"api_base_url": simulator.url, "api_token": SecretStr("simulator-token")}

@@ -93,12 +93,20 @@ class LumaClient:
         self._token = token
         self._base_url = base_url.rstrip("/")
         self._retry = retry or RetryPolicy()
+        self._timeout = timeout
         self._owns_http = http is None
-        self._http = http or httpx.AsyncClient(
-            timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
-            limits=httpx.Limits(max_connections=100, max_keepalive_connections=20),
-            headers={"User-Agent": f"luma-mcp/{__version__}"},
-        )
+        self._http = http
+
+    def _client(self) -> httpx.AsyncClient:
+        # Made on first use: building it (TLS context, transport modules) costs tens of
+        # milliseconds that a host listing tools at start-up should not wait for.
+        if self._http is None:
+            self._http = httpx.AsyncClient(
+                timeout=httpx.Timeout(self._timeout, connect=min(self._timeout, 10.0)),
+                limits=httpx.Limits(max_connections=100, max_keepalive_connections=20),
+                headers={"User-Agent": f"luma-mcp/{__version__}"},
+            )
+        return self._http
 
     @classmethod
     def from_settings(cls, settings: Settings, http: httpx.AsyncClient | None = None) -> LumaClient:
@@ -122,7 +130,7 @@ class LumaClient:
         return f"LumaClient(base_url={self._base_url!r}, token={'set' if self.has_token else 'missing'})"
 
     async def aclose(self) -> None:
-        if self._owns_http:
+        if self._owns_http and self._http is not None:
             await self._http.aclose()
 
     async def __aenter__(self) -> LumaClient:
@@ -194,7 +202,7 @@ class LumaClient:
         )
         headers = {"Authorization": f"Bearer {self._token.get_secret_value()}", "Accept": "application/json"}
         try:
-            response = await self._http.post(url, json=body, headers=headers)
+            response = await self._client().post(url, json=body, headers=headers)
         except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
             raise LumaConnectionError(
                 f"Could not connect to the API at {self._base_url} ({type(exc).__name__})",

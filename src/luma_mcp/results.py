@@ -26,14 +26,14 @@ class TaskResult(BaseModel):
     task_id: str
     status: TaskStatus
     video_url: str | None = None
-    video_id: str | None = Field(default=None, description="For extend_video")
+    video_id: str | None = None  # what extend_video takes
     thumbnail_url: str | None = None
     width: int | None = None
     height: int | None = None
     prompt: str | None = None
     elapsed_seconds: float | None = None
     error: TaskError | None = None
-    next_call: str | None = Field(default=None, description="What to call next while unfinished")
+    next_call: str | None = None  # the call to make next, while unfinished
 
 
 class TaskList(BaseModel):
@@ -41,7 +41,7 @@ class TaskList(BaseModel):
 
     tasks: list[TaskResult]
     not_found: list[str] = Field(default_factory=list)
-    next_call: str | None = Field(default=None, description="What to call next while any is unfinished")
+    next_call: str | None = None
 
 
 def from_record(record: TaskRecord, now: float | None = None) -> TaskResult:

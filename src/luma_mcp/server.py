@@ -40,7 +40,7 @@ from luma_mcp.results import (
     with_next_call,
 )
 from luma_mcp.schema import compact_schema
-from luma_mcp.waiting import PollSchedule, wait_for_tasks
+from luma_mcp.waiting import PollSchedule, RecentReads, wait_for_tasks
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -97,6 +97,7 @@ class AppState:
     luma: LumaClient
     settings: Settings
     schedule: PollSchedule
+    reads: RecentReads
 
 
 def create_server(settings: Settings, *, schedule: PollSchedule | None = None) -> LumaMCPServer:
@@ -109,14 +110,14 @@ def create_server(settings: Settings, *, schedule: PollSchedule | None = None) -
     @asynccontextmanager
     async def lifespan(_: MCPServer[AppState]) -> AsyncIterator[AppState]:
         async with LumaClient.from_settings(settings) as luma:
-            yield AppState(luma=luma, settings=settings, schedule=poll_schedule)
+            reads = RecentReads(poll_schedule.min_interval)
+            yield AppState(luma=luma, settings=settings, schedule=poll_schedule, reads=reads)
 
     mcp = LumaMCPServer(
         name="luma-mcp",
         title="Luma Dream Machine videos",
         version=__version__,
         instructions=INSTRUCTIONS,
-        website_url="https://github.com/luma-mcp/luma-mcp",
         lifespan=lifespan,
     )
 
@@ -218,7 +219,8 @@ def create_server(settings: Settings, *, schedule: PollSchedule | None = None) -
                 "extend_video result gave."
             )
         if wait_seconds > 0:
-            results = await _call(_wait(ctx, results, wait_seconds, first_delay=state.schedule.first))
+            running = [r.elapsed_seconds or 0.0 for r in results.values() if not r.status.finished]
+            results = await _call(_wait(ctx, results, wait_seconds, age=min(running, default=0.0)))
         tasks = [results[i] for i in ids if i in results]
         unfinished = [t.task_id for t in tasks if not t.status.finished]
         listing = TaskList(
@@ -273,7 +275,7 @@ def create_server(settings: Settings, *, schedule: PollSchedule | None = None) -
         result = TaskResult(task_id=task_id, status=TaskStatus.PENDING, prompt=request.prompt, elapsed_seconds=0)
         if wait_seconds > 0:
             try:
-                result = (await _wait(ctx, {task_id: result}, wait_seconds, state.schedule.first))[task_id]
+                result = (await _wait(ctx, {task_id: result}, wait_seconds))[task_id]
             except LumaError as exc:
                 raise ToolError(
                     f"Task {task_id} was submitted, but checking on it failed: {exc} "
@@ -283,7 +285,7 @@ def create_server(settings: Settings, *, schedule: PollSchedule | None = None) -
         return _tool_result(task_text(result), result, [result])
 
     async def _wait(
-        ctx: Context[AppState], results: dict[str, TaskResult], wait_seconds: int, first_delay: float
+        ctx: Context[AppState], results: dict[str, TaskResult], wait_seconds: int, age: float = 0.0
     ) -> dict[str, TaskResult]:
         state = _state(ctx)
 
@@ -296,7 +298,7 @@ def create_server(settings: Settings, *, schedule: PollSchedule | None = None) -
             budget=wait_seconds,
             schedule=state.schedule,
             report=report,
-            first_delay=first_delay,
+            age=age,
         )
 
     return mcp
@@ -313,12 +315,20 @@ def _state(ctx: Context[AppState]) -> AppState:
 
 
 async def _fetch(state: AppState, task_ids: list[str]) -> dict[str, TaskResult]:
-    """The tasks' current results (one request; a batch for several). Raises `LumaError`."""
-    if len(task_ids) == 1:
-        record = await state.luma.get_task(task_ids[0])
-        return {} if record is None else {record.id: from_record(record)}
-    records = await state.luma.get_tasks(task_ids)
-    return {task_id: from_record(record) for task_id, record in records.items()}
+    """The tasks' current results: one request (a batch for several), except for tasks read
+    less than a poll interval ago. Raises `LumaError`."""
+    results = state.reads.fresh(task_ids)
+    missing = [task_id for task_id in task_ids if task_id not in results]
+    if len(missing) == 1:
+        record = await state.luma.get_task(missing[0])
+        fetched = {} if record is None else {record.id: from_record(record)}
+    elif missing:
+        records = await state.luma.get_tasks(missing)
+        fetched = {task_id: from_record(record) for task_id, record in records.items()}
+    else:
+        fetched = {}
+    state.reads.remember(fetched)
+    return results | fetched
 
 
 async def _call(awaitable: Awaitable[T]) -> T:

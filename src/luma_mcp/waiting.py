@@ -42,11 +42,47 @@ class PollSchedule:
             heartbeat=settings.progress_interval_seconds,
         )
 
-    def delays(self) -> Iterator[float]:
-        delay = self.first
+    def delays(self, age: float = 0.0) -> Iterator[float]:
+        """Intervals between polls of tasks that have been running `age` seconds: a wait that
+        continues an earlier one picks up the back-off where that one left it."""
+        delay, waited = self.first, 0.0
+        while waited + delay <= age and delay < self.maximum:
+            waited += delay
+            delay = min(delay * self.factor, self.maximum)
         while True:
             yield max(delay, self.min_interval)
             delay = min(delay * self.factor, self.maximum)
+
+
+class RecentReads:
+    """The last read of each task, shared by every call of one server process.
+
+    A wait that ends with a last look, followed at once by the model's next get_task, would
+    otherwise read the same task twice within milliseconds: reads younger than
+    `min_interval` are answered from here instead.
+    """
+
+    def __init__(self, min_interval: float, max_entries: int = 4096) -> None:
+        self.min_interval = min_interval
+        self._max_entries = max_entries
+        self._reads: dict[str, tuple[float, TaskResult]] = {}
+
+    def fresh(self, task_ids: list[str]) -> dict[str, TaskResult]:
+        now = anyio.current_time()
+        found = {}
+        for task_id in task_ids:
+            read = self._reads.get(task_id)
+            if read is not None and now - read[0] < self.min_interval:
+                found[task_id] = read[1]
+        return found
+
+    def remember(self, results: dict[str, TaskResult]) -> None:
+        now = anyio.current_time()
+        for task_id, result in results.items():
+            self._reads.pop(task_id, None)  # re-insert: the dict stays oldest-first
+            self._reads[task_id] = (now, result)
+        while len(self._reads) > self._max_entries:
+            del self._reads[next(iter(self._reads))]
 
 
 async def wait_for_tasks(
@@ -56,18 +92,19 @@ async def wait_for_tasks(
     budget: float,
     schedule: PollSchedule,
     report: Report,
-    first_delay: float,
+    age: float = 0.0,
 ) -> dict[str, TaskResult]:
     """Poll until every task in `results` is finished or `budget` seconds have passed.
 
-    `first_delay` is how long after now the first poll may come (the caller has just
-    submitted or just looked). Transient API errors while waiting are logged and the
-    wait goes on; other errors propagate.
+    The caller has just submitted or just looked, so the first poll comes one interval
+    from now; `age` is how long the tasks have been running (the back-off continues from
+    there). Transient API errors while waiting are logged and the wait goes on; other
+    errors propagate.
     """
     start = anyio.current_time()
     deadline = start + budget
-    delays = schedule.delays()
-    next_poll = start + max(first_delay, schedule.min_interval)
+    delays = schedule.delays(age)
+    next_poll = start + next(delays)
     last_poll = polled_at = start
     while any(not r.status.finished for r in results.values()):
         now = anyio.current_time()
