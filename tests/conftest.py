@@ -32,6 +32,14 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
+@pytest.fixture(autouse=True)
+def private_folders(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Every test gets its own ledger and download folder; none touches the real ones."""
+    monkeypatch.setenv("LUMA_LEDGER_PATH", str(tmp_path / "ledger.sqlite3"))
+    monkeypatch.setenv("LUMA_DOWNLOAD_DIR", str(tmp_path / "videos"))
+    return tmp_path
+
+
 @pytest.fixture
 def sim_server() -> Iterator[SimulatorServer]:
     with SimulatorServer(Simulator(queue_seconds=0.1, processing_seconds=0.3)) as server:

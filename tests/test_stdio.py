@@ -22,7 +22,8 @@ pytestmark = pytest.mark.anyio
 
 def server_env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ACEDATACLOUD_", "LUMA_"))}
-    return {**env, "LUMA_LOG_LEVEL": "INFO", **extra}
+    private = {k: os.environ[k] for k in ("LUMA_LEDGER_PATH", "LUMA_DOWNLOAD_DIR")}  # from private_folders
+    return {**env, **private, "LUMA_LOG_LEVEL": "INFO", **extra}
 
 
 def rpc(method: str, params: dict[str, Any] | None = None, id: int | None = None) -> str:
@@ -82,7 +83,9 @@ def test_no_token_starts_lists_and_explains_on_stderr() -> None:
     )
     by_id = {m["id"]: m for m in messages if "id" in m}
     assert by_id[0]["result"]["serverInfo"]["name"] == "luma-mcp"
-    assert [t["name"] for t in by_id[1]["result"]["tools"]] == ["generate_video", "extend_video", "get_task"]
+    assert [t["name"] for t in by_id[1]["result"]["tools"]] == [
+        "generate_video", "extend_video", "get_task", "list_tasks", "download_video"
+    ]  # fmt: skip
     call = by_id[2]["result"]
     assert call["isError"] and "Set ACEDATACLOUD_API_TOKEN" in call["content"][0]["text"]
     assert "ACEDATACLOUD_API_TOKEN is not set" in stderr and "WARNING" in stderr

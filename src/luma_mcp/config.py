@@ -5,8 +5,10 @@ Every field here is read somewhere; the README's configuration table lists them 
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
+import platformdirs
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -38,6 +40,21 @@ class Settings(BaseSettings):
     max_retries: int = Field(default=4, ge=0, le=10, validation_alias="LUMA_MAX_RETRIES")
     retry_backoff_seconds: float = Field(default=1.0, ge=0, le=60, validation_alias="LUMA_RETRY_BACKOFF_SECONDS")
     retry_max_seconds: float = Field(default=20.0, ge=0, le=300, validation_alias="LUMA_RETRY_MAX_SECONDS")
+
+    # The ledger and downloads (per-user folders: ~/.local/share and ~/Videos on Linux).
+    ledger_path: Path = Field(
+        default_factory=lambda: platformdirs.user_data_path("luma-mcp") / "ledger.sqlite3",
+        validation_alias="LUMA_LEDGER_PATH",
+    )
+    download_dir: Path = Field(
+        default_factory=lambda: platformdirs.user_videos_path() / "luma-mcp", validation_alias="LUMA_DOWNLOAD_DIR"
+    )
+    max_download_mb: float = Field(default=512, gt=0, validation_alias="LUMA_MAX_DOWNLOAD_MB")
+
+    # Paying once: an identical request within this window returns the earlier task.
+    dedupe_window_seconds: int = Field(default=300, ge=0, validation_alias="LUMA_DEDUPE_WINDOW_SECONDS")
+    max_submits_per_hour: int | None = Field(default=None, ge=1, validation_alias="LUMA_MAX_SUBMITS_PER_HOUR")
+    max_submits_per_day: int | None = Field(default=None, ge=1, validation_alias="LUMA_MAX_SUBMITS_PER_DAY")
 
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(default="INFO", validation_alias="LUMA_LOG_LEVEL")
 

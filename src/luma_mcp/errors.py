@@ -55,6 +55,12 @@ class LumaError(Exception):
     def __str__(self) -> str:
         return self.message
 
+    @property
+    def submit_may_have_started(self) -> bool:
+        """For a failed submit: could a (paid) task exist upstream all the same? True only
+        when the request went out and no readable answer came back."""
+        return False
+
 
 class LumaConfigError(LumaError):
     advice = f"Set {TOKEN_ENV} in the server's environment (get a token at {CONSOLE_URL}) and restart it."
@@ -94,12 +100,20 @@ class LumaTimeoutError(LumaError):
     advice = "Try again in a minute."
     transient = True
 
+    @property
+    def submit_may_have_started(self) -> bool:
+        return self.status_code is None  # we stopped waiting; a 504 answer is the API's own no
+
 
 class LumaResponseError(LumaError):
     """The body was not the JSON the API documents (an HTML proxy page, empty, cut short)."""
 
     advice = "This is usually a proxy or an outage between here and the API; try again in a minute."
     transient = True
+
+    @property
+    def submit_may_have_started(self) -> bool:
+        return self.status_code is not None and 200 <= self.status_code < 300  # accepted, but unreadable
 
 
 class LumaConnectionError(LumaError):
@@ -110,6 +124,10 @@ class LumaConnectionError(LumaError):
     def __init__(self, summary: str, *, request_sent: bool, **kw: object) -> None:
         self.request_sent = request_sent
         super().__init__(summary, **kw)  # type: ignore[arg-type]
+
+    @property
+    def submit_may_have_started(self) -> bool:
+        return self.request_sent
 
 
 # code -> (exception class, summary used when the provider sends no message)

@@ -34,6 +34,7 @@ class TaskResult(BaseModel):
     elapsed_seconds: float | None = None
     error: TaskError | None = None
     next_call: str | None = None  # the call to make next, while unfinished
+    note: str | None = None  # e.g. that an earlier identical request's task was reused
 
 
 class TaskList(BaseModel):
@@ -124,7 +125,9 @@ def status_line(result: TaskResult) -> str:
 
 
 def task_text(result: TaskResult) -> str:
-    """The text beside a single task's structured result: one or two lines."""
+    """The text beside a single task's structured result: one or two lines (and a note)."""
+    if result.note:
+        return f"{result.note}\n{task_text(result.model_copy(update={'note': None}))}"
     line = status_line(result)
     if result.status is TaskStatus.SUCCEEDED:
         if result.video_id:

@@ -1,48 +1,43 @@
-"""The MCP surface: tools, a resource template and prompts, translated onto the API layer.
+"""The MCP surface: tools, resources and prompts, translated onto `VideoService`.
 
 (No `from __future__ import annotations` here: tool signatures read configured bounds and
 defaults from `create_server`'s scope, so their annotations must be evaluated eagerly.)
 
 Thin on purpose: arguments are validated here (with messages that say what to do), the
-work is done by `client`, `waiting` and `results`, and every failure leaves as a
-`ToolError` whose text the model can act on.
+work is done by `service.VideoService`, and every failure leaves as a `ToolError` whose
+text the model can act on.
 """
 
 import inspect
 import ipaddress
-import logging
+import json
 from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Annotated, Any, TypeVar
+from datetime import datetime
+from typing import Annotated, Any, Literal, TypeVar
 from urllib.parse import urlsplit
 
 from mcp.server import MCPServer
 from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ResourceError, ToolError
 from mcp.types import CallToolResult, ContentBlock, ResourceLink, TextContent, Tool, ToolAnnotations
-from pydantic import Field, ValidationError
+from pydantic import BaseModel, Field
 
 from luma_mcp import __version__
 from luma_mcp.client import MAX_BATCH, LumaClient
 from luma_mcp.config import TOKEN_ENV, AspectRatio, Settings
+from luma_mcp.download import DownloadError
 from luma_mcp.errors import LumaError
+from luma_mcp.ledger import Ledger, LedgerError
 from luma_mcp.models import ExtendRequest, GenerateRequest, TaskStatus, VideoRequest
 from luma_mcp.prompts import storyboard as storyboard_text
 from luma_mcp.prompts import video_prompt as video_prompt_text
-from luma_mcp.results import (
-    TaskList,
-    TaskResult,
-    from_record,
-    get_task_call,
-    list_text,
-    task_text,
-    with_next_call,
-)
+from luma_mcp.results import TaskList, TaskResult, get_task_call, list_text, task_text, with_next_call
 from luma_mcp.schema import compact_schema
-from luma_mcp.waiting import PollSchedule, RecentReads, wait_for_tasks
+from luma_mcp.service import ListedTask, SavedVideo, ServiceError, VideoService
+from luma_mcp.waiting import PollSchedule, RecentReads
 
-log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 INSTRUCTIONS = (
@@ -50,20 +45,32 @@ INSTRUCTIONS = (
     "one paid generation (1-5 minutes) and wait up to wait_seconds for it. If the result is pending or "
     "processing, call get_task with its task_id and wait_seconds until it finishes; never repeat the submit, "
     "that pays twice. Give the user the video_url; pass a result's video_id to extend_video to continue it. "
-    "The prompts video_prompt and storyboard help write good requests."
+    "list_tasks finds earlier videos (also from past conversations); download_video saves one to disk, "
+    "since result URLs expire. The prompts video_prompt and storyboard help write good requests."
 )
 
 _OPEN_WORLD_WRITE = ToolAnnotations(
     read_only_hint=False, destructive_hint=False, idempotent_hint=False, open_world_hint=True
 )
 _OPEN_WORLD_READ = ToolAnnotations(read_only_hint=True, idempotent_hint=True, open_world_hint=True)
+_LOCAL_WRITE = ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=True, open_world_hint=True)
 
 PublicUrl = Annotated[str, Field(max_length=2048)]  # checked by _check_public, with a message that helps
 TaskId = Annotated[str, Field(min_length=1, max_length=128)]
+IdempotencyKey = Annotated[str | None, Field(min_length=1, max_length=200)]  # the usual meaning: same key, same task
+NewTake = Annotated[bool, Field(description="Skip the duplicate check")]
+ListStatus = Literal["pending", "processing", "succeeded", "failed", "lost", "sending", "refused"]
+
+_HANDLED = (LumaError, LedgerError, DownloadError, ServiceError)
+
+
+class TaskPage(BaseModel):
+    tasks: list[ListedTask]
+    next_cursor: str | None = None
 
 
 class LumaMCPServer(MCPServer["AppState"]):
-    """`MCPServer` whose tools/list carries compact schemas (see `schema.compact_schema`)."""
+    """`MCPServer` whose tools/list carries compact schemas and which refuses unknown arguments."""
 
     async def list_tools(self) -> list[Tool]:
         return [
@@ -94,10 +101,8 @@ class LumaMCPServer(MCPServer["AppState"]):
 
 @dataclass
 class AppState:
-    luma: LumaClient
-    settings: Settings
-    schedule: PollSchedule
-    reads: RecentReads
+    service: VideoService
+    has_token: bool
 
 
 def create_server(settings: Settings, *, schedule: PollSchedule | None = None) -> LumaMCPServer:
@@ -109,9 +114,19 @@ def create_server(settings: Settings, *, schedule: PollSchedule | None = None) -
 
     @asynccontextmanager
     async def lifespan(_: MCPServer[AppState]) -> AsyncIterator[AppState]:
-        async with LumaClient.from_settings(settings) as luma:
-            reads = RecentReads(poll_schedule.min_interval)
-            yield AppState(luma=luma, settings=settings, schedule=poll_schedule, reads=reads)
+        ledger = Ledger(settings.ledger_path)
+        try:
+            async with LumaClient.from_settings(settings) as luma:
+                service = VideoService(
+                    settings=settings,
+                    luma=luma,
+                    ledger=ledger,
+                    schedule=poll_schedule,
+                    reads=RecentReads(poll_schedule.min_interval),
+                )
+                yield AppState(service=service, has_token=luma.has_token)
+        finally:
+            ledger.close()
 
     mcp = LumaMCPServer(
         name="luma-mcp",
@@ -121,22 +136,14 @@ def create_server(settings: Settings, *, schedule: PollSchedule | None = None) -
         lifespan=lifespan,
     )
 
-    wait_field = Field(
-        ge=0,
-        le=max_wait,
-        description="Seconds to wait for the video (0: return at once)",
-    )
+    wait_field = Field(ge=0, le=max_wait, description="Seconds to wait for the video (0: return at once)")
 
     @mcp.tool(title="Generate a video", annotations=_OPEN_WORLD_WRITE)
     async def generate_video(
         ctx: Context[AppState],
         prompt: Annotated[
             str,
-            Field(
-                min_length=1,
-                max_length=5000,
-                description="What the video shows: subject, motion, camera, light, style",
-            ),
+            Field(min_length=1, max_length=5000, description="What it shows: subject, motion, camera, light"),
         ],
         aspect_ratio: AspectRatio = settings.default_aspect_ratio,
         loop: Annotated[bool, Field(description="Seamlessly looping video")] = False,
@@ -145,6 +152,8 @@ def create_server(settings: Settings, *, schedule: PollSchedule | None = None) -
         end_image_url: Annotated[PublicUrl | None, Field(description="Public image URL: last frame")] = None,
         callback_url: Annotated[PublicUrl | None, Field(description="Webhook to POST the result to")] = None,
         wait_seconds: Annotated[int, wait_field] = default_wait,
+        idempotency_key: IdempotencyKey = None,
+        new_take: NewTake = False,
     ) -> Annotated[CallToolResult, TaskResult]:
         """Start a new video from a prompt, optionally from start/end images.
         Paid: if it returns pending, call get_task; never repeat this call."""
@@ -158,22 +167,20 @@ def create_server(settings: Settings, *, schedule: PollSchedule | None = None) -
             end_image_url=end_image_url,
             callback_url=callback_url,
         )
-        return await _submit_and_wait(ctx, request, wait_seconds)
+        return await _submit_and_wait(ctx, request, wait_seconds, idempotency_key, new_take)
 
     @mcp.tool(title="Extend a video", annotations=_OPEN_WORLD_WRITE)
     async def extend_video(
         ctx: Context[AppState],
-        prompt: Annotated[
-            str | None,
-            Field(max_length=5000, description="What happens next"),
-        ] = None,
+        prompt: Annotated[str | None, Field(max_length=5000, description="What happens next")] = None,
         video_id: Annotated[
-            str | None,
-            Field(min_length=1, max_length=128, description="video_id of an earlier result"),
+            str | None, Field(min_length=1, max_length=128, description="From an earlier result")
         ] = None,
         video_url: Annotated[PublicUrl | None, Field(description="Or: public URL of a video")] = None,
         end_image_url: Annotated[PublicUrl | None, Field(description="Public image URL: last frame")] = None,
         wait_seconds: Annotated[int, wait_field] = default_wait,
+        idempotency_key: IdempotencyKey = None,
+        new_take: NewTake = False,
     ) -> Annotated[CallToolResult, TaskResult]:
         """Continue a video by about 5 s: pass video_id or video_url.
         Paid: if it returns pending, call get_task; never repeat this call."""
@@ -186,7 +193,7 @@ def create_server(settings: Settings, *, schedule: PollSchedule | None = None) -
         request = ExtendRequest(
             prompt=prompt or None, video_id=video_id, video_url=video_url, end_image_url=end_image_url
         )
-        return await _submit_and_wait(ctx, request, wait_seconds)
+        return await _submit_and_wait(ctx, request, wait_seconds, idempotency_key, new_take)
 
     @mcp.tool(title="Check video tasks", annotations=_OPEN_WORLD_READ)
     async def get_task(
@@ -197,12 +204,7 @@ def create_server(settings: Settings, *, schedule: PollSchedule | None = None) -
             Field(min_length=1, max_length=MAX_BATCH, description="Several task ids, instead of task_id"),
         ] = None,
         wait_seconds: Annotated[
-            int,
-            Field(
-                ge=0,
-                le=max_wait,
-                description="Seconds to keep waiting for unfinished tasks",
-            ),
+            int, Field(ge=0, le=max_wait, description="Seconds to keep waiting for unfinished tasks")
         ] = 0,
     ) -> Annotated[CallToolResult, TaskList]:
         """Status and video_url of tasks from generate_video/extend_video.
@@ -210,17 +212,18 @@ def create_server(settings: Settings, *, schedule: PollSchedule | None = None) -
         if (task_id is None) == (task_ids is None):
             raise ToolError("Pass task_id (one task) or task_ids (several), not both and not neither.")
         ids = list(dict.fromkeys([task_id] if task_id else task_ids or []))
-        state = _state(ctx)
-        results = await _call(_fetch(state, ids))
+        service = _service(ctx)
+        results = await _call(service.fetch(ids))
         not_found = [i for i in ids if i not in results]
         if task_id is not None and not_found:
             raise ToolError(
                 f"No task with id {task_id}. Check the id: it is the task_id a generate_video or "
-                "extend_video result gave."
+                "extend_video result gave (list_tasks shows recent ones)."
             )
         if wait_seconds > 0:
             running = [r.elapsed_seconds or 0.0 for r in results.values() if not r.status.finished]
-            results = await _call(_wait(ctx, results, wait_seconds, age=min(running, default=0.0)))
+            report = _reporter(ctx, wait_seconds)
+            results = await _call(service.wait(results, wait_seconds, report, age=min(running, default=0.0)))
         tasks = [results[i] for i in ids if i in results]
         unfinished = [t.task_id for t in tasks if not t.status.finished]
         listing = TaskList(
@@ -229,6 +232,70 @@ def create_server(settings: Settings, *, schedule: PollSchedule | None = None) -
             next_call=get_task_call(unfinished, max(wait_seconds, default_wait)) if unfinished else None,
         )
         return _tool_result(list_text(listing), listing, tasks)
+
+    @mcp.tool(title="List recent videos", annotations=_OPEN_WORLD_READ)
+    async def list_tasks(
+        ctx: Context[AppState],
+        status: ListStatus | None = None,
+        since: Annotated[datetime | None, Field(description="Only tasks created at or after this time")] = None,
+        until: Annotated[datetime | None, Field(description="Only tasks created before this time")] = None,
+        limit: Annotated[int, Field(ge=1, le=100)] = 20,
+        cursor: Annotated[str | None, Field(max_length=200, description="next_cursor of the previous page")] = None,
+    ) -> Annotated[CallToolResult, TaskPage]:
+        """Videos submitted from here, newest first (also from earlier conversations)."""
+        rows, next_cursor = await _call(
+            _service(ctx).list(status=status, since=since, until=until, limit=limit, cursor=cursor, refresh=True)
+        )
+        page = TaskPage(tasks=rows, next_cursor=next_cursor)
+        return CallToolResult(
+            content=[TextContent(type="text", text=_page_text(rows, next_cursor))],
+            structured_content=page.model_dump(mode="json", exclude_none=True),
+        )
+
+    @mcp.tool(title="Save a video to disk", annotations=_LOCAL_WRITE)
+    async def download_video(
+        ctx: Context[AppState],
+        task_id: TaskId,
+        filename: Annotated[str | None, Field(max_length=150, description="Plain file name; default luma-<id>")] = None,
+        include_thumbnail: bool = False,
+        overwrite: bool = False,
+    ) -> Annotated[CallToolResult, SavedVideo]:
+        """Save a finished task's MP4 (result URLs expire) into the download folder."""
+        service = _service(ctx)
+
+        async def report(done: float, total: float | None, message: str) -> None:
+            await ctx.report_progress(done, total, message)
+
+        saved: SavedVideo = await _call(
+            service.download(
+                task_id, filename=filename, include_thumbnail=include_thumbnail, overwrite=overwrite, report=report
+            )
+        )
+        text = f"Saved {saved.path} ({saved.size_bytes / 1e6:.1f} MB, sha256 {saved.sha256[:16]}...)."
+        if saved.thumbnail_path:
+            text += f" Thumbnail: {saved.thumbnail_path}."
+        return CallToolResult(
+            content=[TextContent(type="text", text=text)],
+            structured_content=saved.model_dump(mode="json", exclude_none=True),
+        )
+
+    # A template (with an optional ?status=) rather than a static resource: only templates
+    # are handed the request context, which holds this connection's service.
+    @mcp.resource(
+        "luma://tasks{?status}",
+        name="recent-tasks",
+        title="Recent video tasks",
+        description="The 20 most recent video tasks submitted from here, as JSON (luma://tasks)",
+        mime_type="application/json",
+    )
+    async def recent_tasks_resource(ctx: Context[AppState], status: str | None = None) -> str:
+        try:
+            rows, _ = await _service(ctx).list(
+                status=status or None, since=None, until=None, limit=20, cursor=None, refresh=False
+            )
+        except (ToolError, *_HANDLED) as exc:
+            raise ResourceError(str(exc)) from None
+        return json.dumps([row.model_dump(exclude_none=True) for row in rows])
 
     @mcp.resource(
         "luma://tasks/{task_id}",
@@ -239,8 +306,8 @@ def create_server(settings: Settings, *, schedule: PollSchedule | None = None) -
     )
     async def task_resource(task_id: str, ctx: Context[AppState]) -> str:
         try:
-            results = await _fetch(_state(ctx), [task_id])
-        except (ToolError, LumaError) as exc:
+            results = await _service(ctx).fetch([task_id])
+        except (ToolError, *_HANDLED) as exc:
             raise ResourceError(str(exc)) from None
         if task_id not in results:
             raise ResourceError(f"No task with id {task_id}.")
@@ -266,79 +333,55 @@ def create_server(settings: Settings, *, schedule: PollSchedule | None = None) -
             count = 3
         return storyboard_text(story, min(max(count, 2), 6))
 
-    async def _submit_and_wait(ctx: Context[AppState], request: VideoRequest, wait_seconds: int) -> CallToolResult:
-        state = _state(ctx)
-        accepted = await _call(state.luma.submit(request))
-        task_id = accepted.task_id
-        log.info("submitted %s task %s", request.action, task_id)
-        await ctx.report_progress(0, wait_seconds or None, f"Task {task_id}: submitted")
-        result = TaskResult(task_id=task_id, status=TaskStatus.PENDING, prompt=request.prompt, elapsed_seconds=0)
-        if wait_seconds > 0:
+    async def _submit_and_wait(
+        ctx: Context[AppState],
+        request: VideoRequest,
+        wait_seconds: int,
+        idempotency_key: str | None,
+        new_take: bool,
+    ) -> CallToolResult:
+        service = _service(ctx)
+        report = _reporter(ctx, wait_seconds)
+        result = await _call(service.submit(request, idempotency_key=idempotency_key, new_take=new_take, report=report))
+        if wait_seconds > 0 and not result.status.finished:
+            task_id = result.task_id
             try:
-                result = (await _wait(ctx, {task_id: result}, wait_seconds))[task_id]
+                waited = await service.wait({task_id: result}, wait_seconds, report, age=result.elapsed_seconds or 0)
             except LumaError as exc:
                 raise ToolError(
                     f"Task {task_id} was submitted, but checking on it failed: {exc} "
                     f'Do not submit again; call get_task(task_id="{task_id}") later.'
                 ) from None
+            result = waited[task_id].model_copy(update={"note": result.note})
         result = with_next_call(result, max(wait_seconds, default_wait))
         return _tool_result(task_text(result), result, [result])
-
-    async def _wait(
-        ctx: Context[AppState], results: dict[str, TaskResult], wait_seconds: int, age: float = 0.0
-    ) -> dict[str, TaskResult]:
-        state = _state(ctx)
-
-        async def report(progress: float, total: float, message: str) -> None:
-            await ctx.report_progress(progress, total, message)
-
-        return await wait_for_tasks(
-            lambda ids: _fetch(state, ids),
-            results,
-            budget=wait_seconds,
-            schedule=state.schedule,
-            report=report,
-            age=age,
-        )
 
     return mcp
 
 
-def _state(ctx: Context[AppState]) -> AppState:
+def _service(ctx: Context[AppState]) -> VideoService:
     state = ctx.request_context.lifespan_context
-    if not state.luma.has_token:
+    if not state.has_token:
         raise ToolError(
             f"No Ace Data Cloud API token is configured. Set {TOKEN_ENV} in this MCP server's environment "
             "(get one at https://platform.acedata.cloud), then restart the server."
         )
-    return state
+    return state.service
 
 
-async def _fetch(state: AppState, task_ids: list[str]) -> dict[str, TaskResult]:
-    """The tasks' current results: one request (a batch for several), except for tasks read
-    less than a poll interval ago. Raises `LumaError`."""
-    results = state.reads.fresh(task_ids)
-    missing = [task_id for task_id in task_ids if task_id not in results]
-    if len(missing) == 1:
-        record = await state.luma.get_task(missing[0])
-        fetched = {} if record is None else {record.id: from_record(record)}
-    elif missing:
-        records = await state.luma.get_tasks(missing)
-        fetched = {task_id: from_record(record) for task_id, record in records.items()}
-    else:
-        fetched = {}
-    state.reads.remember(fetched)
-    return results | fetched
+def _reporter(ctx: Context[AppState], total: float) -> Any:
+    async def report(progress: float, _total: float | None, message: str) -> None:
+        await ctx.report_progress(progress, total or None, message)
+
+    return report
 
 
 async def _call(awaitable: Awaitable[T]) -> T:
-    """Await API work at the tool boundary; its failures become the ToolError text the model acts on."""
+    """Await service work at the tool boundary; its failures become the ToolError text the model acts on."""
     try:
         return await awaitable
-    except LumaError as exc:
+    except _HANDLED as exc:
         raise ToolError(str(exc)) from None
-    except ValidationError as exc:  # a request model refused the arguments
-        raise ToolError(f"Invalid arguments: {exc.errors()[0]['msg']}") from None
 
 
 def _check_public(settings: Settings, **urls: str | None) -> None:
@@ -365,6 +408,28 @@ def _check_public(settings: Settings, **urls: str | None) -> None:
                 f"{name} points at {host}, which the video provider cannot reach. Upload the file somewhere "
                 "public (https) and pass that URL."
             )
+
+
+def _page_text(rows: list[ListedTask], next_cursor: str | None) -> str:
+    if not rows:
+        return "No tasks found."
+    lines = [
+        " · ".join(
+            part
+            for part in (
+                row.created.replace("T", " ")[:16],
+                row.status,
+                row.task_id or "(no task id)",
+                f'"{row.prompt}"' if row.prompt else row.action,
+                row.video_url,
+            )
+            if part
+        )
+        for row in rows
+    ]
+    if next_cursor:
+        lines.append(f'More: list_tasks(cursor="{next_cursor}").')
+    return "\n".join(lines)
 
 
 def _tool_result(text: str, structured: TaskResult | TaskList, tasks: list[TaskResult]) -> CallToolResult:

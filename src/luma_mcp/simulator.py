@@ -25,6 +25,7 @@ import time
 import uuid
 from collections import deque
 from dataclasses import dataclass
+from importlib import resources
 from typing import Any, Literal, Self
 
 import httpx
@@ -42,16 +43,22 @@ log = logging.getLogger(__name__)
 FAIL_MARKER = "sim:fail"
 REFUSE_MARKER = "sim:refuse"
 
-FaultKind = Literal["429", "500", "502", "503", "504", "html", "empty", "truncated", "drop", "slow", "not_json_object"]
+FaultKind = Literal[
+    # API answers: status codes, bodies that are not the JSON promised, connections that break
+    "429", "500", "502", "503", "504", "html", "empty", "truncated", "not_json_object", "drop", "slow",
+    # media downloads: the body cut off half way, or a page instead of a video
+    "drop_body", "not_video",
+]  # fmt: skip
 
 _VIDEO_FIELDS = {
     "action", "prompt", "aspect_ratio", "loop", "enhancement", "start_image_url", "end_image_url",
     "video_id", "video_url", "callback_url", "async", "timeout",
 }  # fmt: skip
 
-# The smallest well-formed ISO BMFF header (an `ftyp` box), so downloads carry real MP4 magic.
-_MP4_BYTES = b"\x00\x00\x00\x18ftypmp42\x00\x00\x00\x00mp42isom" + b"\x00" * 1000
-_JPEG_BYTES = b"\xff\xd8\xff\xe0\x00\x10JFIF\x00\x01\x01\x00\x00\x01\x00\x01\x00\x00\xff\xd9"
+# A real one-second 64x36 H.264 MP4 and a JPEG, served at every result URL.
+_MEDIA = resources.files("luma_mcp") / "media"
+SAMPLE_MP4 = (_MEDIA / "sample.mp4").read_bytes()
+SAMPLE_JPEG = (_MEDIA / "sample.jpg").read_bytes()
 
 
 @dataclass
@@ -59,7 +66,7 @@ class Fault:
     """One injected failure for the next `times` requests to `path`."""
 
     kind: FaultKind
-    path: str | None = None  # None: any API path
+    path: str | None = None  # None: any /luma/ API path (media faults name their path)
     times: int = 1
     retry_after: float | None = None
     delay: float = 0.0  # for "slow"
@@ -160,11 +167,13 @@ class Simulator:
         processing_seconds: float = 1.0,
         valid_tokens: set[str] | None = None,
         token_errors: dict[str, str] | None = None,
+        media_base: str | None = None,
     ) -> None:
         self.queue_seconds = queue_seconds
         self.processing_seconds = processing_seconds
         self.valid_tokens = valid_tokens  # None: any non-empty token is accepted
         self.token_errors = dict(token_errors or {})  # token -> error code
+        self.media_base = media_base  # None: result URLs point at this simulator
         self.tasks: dict[str, SimTask] = {}
         self.requests: list[RecordedRequest] = []
         self.callbacks: list[dict[str, Any]] = []
@@ -196,7 +205,7 @@ class Simulator:
     def _take_fault(self, path: str) -> Fault | None:
         with self._lock:
             for fault in self._faults:
-                if fault.path in (None, path):
+                if fault.path == path or (fault.path is None and path.startswith("/luma/")):
                     fault.times -= 1
                     if fault.times <= 0:
                         self._faults.remove(fault)
@@ -218,7 +227,7 @@ class Simulator:
         """Every API request is recorded on arrival; faults sit outside the app so they can
         break the HTTP exchange itself."""
         path = scope.get("path", "")
-        if scope["type"] != "http" or not path.startswith("/luma/"):
+        if scope["type"] != "http" or not path.startswith(("/luma/", "/media/")):
             await self.app(scope, receive, send)
             return
         request = Request(scope, receive)
@@ -245,9 +254,25 @@ class Simulator:
                 transport.abort()  # close the socket with no answer at all
                 return
             raise ConnectionAbortedError("simulated dropped connection")
-        if kind == "truncated":
+        if kind == "drop_body":
+            # Headers promise the whole file, half of it comes, then the connection dies.
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 200,
+                    "headers": [(b"content-type", b"video/mp4"), (b"content-length", str(len(SAMPLE_MP4)).encode())],
+                }
+            )
+            await send({"type": "http.response.body", "body": SAMPLE_MP4[: len(SAMPLE_MP4) // 2], "more_body": True})
+            transport = getattr(getattr(send, "__self__", None), "transport", None)
+            if transport is not None:
+                transport.abort()
+            return
+        if kind == "not_video":
+            response: Response = Response(b"<html><body>Sign in to view</body></html>", media_type="text/html")
+        elif kind == "truncated":
             body = b'{"task_id": "0f1e2d3c-4b5a-6978-8'
-            response: Response = Response(body, media_type="application/json")
+            response = Response(body, media_type="application/json")
         elif kind == "empty":
             response = Response(b"", status_code=200, media_type="application/json")
         elif kind == "not_json_object":
@@ -323,7 +348,7 @@ class Simulator:
                 "forbidden",
                 "Sorry! Our Al moderators feel your prompt might be against our community standards.",
             )
-        task = self._create_task(body, media_base=str(request.base_url).rstrip("/"))
+        task = self._create_task(body, media_base=self.media_base or str(request.base_url).rstrip("/"))
         if body.get("callback_url"):
             self._spawn(self._deliver_callback(task, body["callback_url"]))
             return JSONResponse({"task_id": task.id})
@@ -391,8 +416,8 @@ class Simulator:
         if task is None or task.response(time.time()) is None or ext not in ("mp4", "jpg"):
             return Response(b"not found", status_code=404, media_type="text/plain")
         if ext == "mp4":
-            return Response(_MP4_BYTES, media_type="video/mp4")
-        return Response(_JPEG_BYTES, media_type="image/jpeg")
+            return Response(SAMPLE_MP4, media_type="video/mp4")
+        return Response(SAMPLE_JPEG, media_type="image/jpeg")
 
     # --- callbacks -------------------------------------------------------------------
 

@@ -1,0 +1,396 @@
+"""The task ledger: every submit written down before it is sent, so no paid video is lost.
+
+An embedded SQLite database (WAL mode, so several server processes can share one file).
+Write order: a row is reserved before the request leaves (`reserve`), the upstream task
+id is recorded the moment it is known (`accept`), before the tool reports progress or
+returns, and every later status is recorded as it is read (`record`). A finished task's
+result never changes, so it is served from here without asking upstream again.
+
+The same reservation is where money is protected: a repeated idempotency key, or an
+identical request within the dedupe window, returns the earlier task instead of a new
+row; and the optional spending limits are counted here, inside the same transaction, so
+two processes cannot both slip past them.
+
+Rows belong to a tenant ('' for the server's own token), and every query is scoped by it.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, TypeVar
+
+import anyio
+
+from luma_mcp.results import TaskResult
+
+T = TypeVar("T")
+
+# Each migration moves the schema one version up; old rows are kept.
+MIGRATIONS: list[str] = [
+    """
+    CREATE TABLE tasks (
+        row_id          INTEGER PRIMARY KEY AUTOINCREMENT,
+        tenant          TEXT NOT NULL,
+        task_id         TEXT,
+        action          TEXT NOT NULL,
+        params          TEXT NOT NULL,
+        fingerprint     TEXT NOT NULL,
+        idempotency_key TEXT,
+        state           TEXT NOT NULL,
+        status          TEXT,
+        result          TEXT,
+        error           TEXT,
+        created_at      REAL NOT NULL,
+        updated_at      REAL NOT NULL
+    );
+    CREATE UNIQUE INDEX tasks_by_task_id ON tasks (tenant, task_id) WHERE task_id IS NOT NULL;
+    CREATE UNIQUE INDEX tasks_by_key ON tasks (tenant, idempotency_key) WHERE idempotency_key IS NOT NULL;
+    CREATE INDEX tasks_by_time ON tasks (tenant, created_at DESC, row_id DESC);
+    CREATE INDEX tasks_by_fingerprint ON tasks (tenant, fingerprint, created_at DESC);
+    """,
+]
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+class SubmitState(StrEnum):
+    SENDING = "sending"  # written, request in flight (or the process died while sending)
+    ACCEPTED = "accepted"  # upstream gave a task id
+    REFUSED = "refused"  # upstream said no, or was never reached: nothing started, nothing charged
+    LOST = "lost"  # sent, but the answer never came: a video may exist whose id we do not know
+
+
+@dataclass(frozen=True)
+class LedgerEntry:
+    row_id: int
+    tenant: str
+    task_id: str | None
+    action: str
+    params: dict[str, Any]
+    state: SubmitState
+    result: TaskResult | None
+    error: str | None
+    idempotency_key: str | None
+    created_at: float
+    updated_at: float
+
+    @property
+    def finished(self) -> bool:
+        return self.result is not None and self.result.status.finished
+
+    @property
+    def prompt(self) -> str | None:
+        prompt = self.params.get("prompt")
+        return prompt if isinstance(prompt, str) else None
+
+
+@dataclass(frozen=True)
+class Reservation:
+    entry: LedgerEntry
+    reused: bool  # True: an earlier submit answers this request; send nothing
+
+
+@dataclass(frozen=True)
+class SpendingLimits:
+    per_hour: int | None = None
+    per_day: int | None = None
+
+
+class LedgerError(Exception):
+    """A request the ledger will not let through; the message says why and what to do."""
+
+
+class SpendingLimitError(LedgerError):
+    pass
+
+
+def fingerprint(action: str, params: dict[str, Any]) -> str:
+    canonical = json.dumps({"action": action, "params": params}, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _iso(timestamp: float) -> str:
+    return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+class Ledger:
+    """SQLite-backed ledger. Methods are async; the blocking work runs in a worker thread."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        # Opened on first use (in a worker thread), so start-up and tools/list never wait on disk.
+        self._db: sqlite3.Connection | None = None
+        self._lock = threading.Lock()
+
+    # --- plumbing ----------------------------------------------------------------------
+
+    def _connect(self) -> sqlite3.Connection:
+        if self._db is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            # One connection per process, used by one thread at a time; other processes
+            # coordinate through SQLite's file locks (busy_timeout waits for them).
+            db = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
+            db.row_factory = sqlite3.Row
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.execute("PRAGMA busy_timeout=30000")
+            self._migrate(db)
+            self._db = db
+        return self._db
+
+    def _migrate(self, db: sqlite3.Connection) -> None:
+        db.execute("BEGIN IMMEDIATE")  # two processes starting at once migrate one at a time
+        try:
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise LedgerError(
+                    f"The ledger at {self.path} was written by a newer luma-mcp (schema {version}); "
+                    "upgrade luma-mcp or point LUMA_LEDGER_PATH elsewhere."
+                )
+            for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
+                for statement in filter(str.strip, script.split(";")):
+                    db.execute(statement)
+                db.execute(f"PRAGMA user_version = {number}")
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+
+    async def _run(self, work: Callable[[sqlite3.Connection], T], write: bool = False) -> T:
+        def locked() -> T:
+            with self._lock:
+                db = self._connect()
+                if not write:
+                    return work(db)
+                db.execute("BEGIN IMMEDIATE")  # take the write lock before reading
+                try:
+                    outcome = work(db)
+                except BaseException:
+                    db.execute("ROLLBACK")
+                    raise
+                db.execute("COMMIT")
+                return outcome
+
+        # Shielded: a cancelled tool call must not leave a write half done.
+        with anyio.CancelScope(shield=True):
+            outcome = await anyio.to_thread.run_sync(locked)
+        return outcome
+
+    def close(self) -> None:
+        with self._lock:
+            if self._db is not None:
+                self._db.close()
+                self._db = None
+
+    @staticmethod
+    def _entry(row: sqlite3.Row) -> LedgerEntry:
+        return LedgerEntry(
+            row_id=row["row_id"],
+            tenant=row["tenant"],
+            task_id=row["task_id"],
+            action=row["action"],
+            params=json.loads(row["params"]),
+            state=SubmitState(row["state"]),
+            result=TaskResult.model_validate_json(row["result"]) if row["result"] else None,
+            error=row["error"],
+            idempotency_key=row["idempotency_key"],
+            created_at=row["created_at"],
+            updated_at=row["updated_at"],
+        )
+
+    # --- submits -----------------------------------------------------------------------
+
+    async def reserve(
+        self,
+        tenant: str,
+        action: str,
+        params: dict[str, Any],
+        *,
+        idempotency_key: str | None = None,
+        dedupe_window: float = 0.0,
+        new_take: bool = False,
+        limits: SpendingLimits = SpendingLimits(),
+    ) -> Reservation:
+        """Write the intent to submit, or return the earlier submit that answers it."""
+        digest = fingerprint(action, params)
+
+        def work(db: sqlite3.Connection) -> Reservation:
+            now = time.time()
+            if idempotency_key is not None:
+                row = db.execute(
+                    "SELECT * FROM tasks WHERE tenant = ? AND idempotency_key = ?", (tenant, idempotency_key)
+                ).fetchone()
+                if row is not None:
+                    if row["fingerprint"] != digest:
+                        raise LedgerError(
+                            f"idempotency_key {idempotency_key!r} was already used for a different request. "
+                            "Use a new key for a new request, or resend the same arguments to get that task."
+                        )
+                    return Reservation(self._entry(row), reused=True)
+            elif not new_take and dedupe_window > 0:
+                row = db.execute(
+                    "SELECT * FROM tasks WHERE tenant = ? AND fingerprint = ? AND created_at >= ? "
+                    "AND state != ? AND COALESCE(status, '') != 'failed' ORDER BY created_at DESC LIMIT 1",
+                    (tenant, digest, now - dedupe_window, SubmitState.REFUSED),
+                ).fetchone()
+                if row is not None:
+                    return Reservation(self._entry(row), reused=True)
+            self._check_limits(db, tenant, limits, now)
+            cursor = db.execute(
+                "INSERT INTO tasks (tenant, action, params, fingerprint, idempotency_key, state, created_at, "
+                "updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING *",
+                (tenant, action, json.dumps(params), digest, idempotency_key, SubmitState.SENDING, now, now),
+            )
+            return Reservation(self._entry(cursor.fetchone()), reused=False)
+
+        return await self._run(work, write=True)
+
+    @staticmethod
+    def _check_limits(db: sqlite3.Connection, tenant: str, limits: SpendingLimits, now: float) -> None:
+        for limit, window, name in ((limits.per_hour, 3600, "hour"), (limits.per_day, 86400, "day")):
+            if not limit:
+                continue
+            rows = db.execute(
+                "SELECT created_at FROM tasks WHERE tenant = ? AND created_at > ? AND state != ? "
+                "ORDER BY created_at ASC",
+                (tenant, now - window, SubmitState.REFUSED),
+            ).fetchall()
+            if len(rows) >= limit:
+                # A rolling window: the oldest submit in it leaves the window first.
+                frees_at = rows[len(rows) - limit]["created_at"] + window
+                minutes = max(1, round((frees_at - now) / 60))
+                variable = f"LUMA_MAX_SUBMITS_PER_{name.upper()}"
+                raise SpendingLimitError(
+                    f"Spending guard: {len(rows)} videos were submitted in the last {name}, the limit is {limit} "
+                    f"({variable}). The next submit is allowed at {_iso(frees_at)} (in about {minutes} min). "
+                    "Nothing was sent."
+                )
+
+    async def accept(self, row_id: int, task_id: str, result: TaskResult) -> None:
+        def work(db: sqlite3.Connection) -> None:
+            db.execute(
+                "UPDATE tasks SET task_id = ?, state = ?, status = ?, result = ?, updated_at = ? WHERE row_id = ?",
+                (task_id, SubmitState.ACCEPTED, result.status, result.model_dump_json(), time.time(), row_id),
+            )
+
+        await self._run(work, write=True)
+
+    async def refuse(self, row_id: int, error: str) -> None:
+        """Nothing started: the key and the request are free to be tried again."""
+
+        def work(db: sqlite3.Connection) -> None:
+            db.execute(
+                "UPDATE tasks SET state = ?, error = ?, idempotency_key = NULL, updated_at = ? WHERE row_id = ?",
+                (SubmitState.REFUSED, error, time.time(), row_id),
+            )
+
+        await self._run(work, write=True)
+
+    async def lose(self, row_id: int, error: str) -> None:
+        """The request went out and no answer came: keep the row, say so, allow a new take."""
+
+        def work(db: sqlite3.Connection) -> None:
+            db.execute(
+                "UPDATE tasks SET state = ?, error = ?, updated_at = ? WHERE row_id = ?",
+                (SubmitState.LOST, error, time.time(), row_id),
+            )
+
+        await self._run(work, write=True)
+
+    # --- results -------------------------------------------------------------------------
+
+    async def record(self, tenant: str, results: Iterable[TaskResult]) -> None:
+        """Store the latest known result of tasks this tenant submitted (others are ignored)."""
+        rows = [
+            (r.status, r.model_dump_json(exclude={"next_call", "note"}), time.time(), tenant, r.task_id)
+            for r in results
+        ]
+        if not rows:
+            return
+
+        def work(db: sqlite3.Connection) -> None:
+            db.executemany(
+                "UPDATE tasks SET status = ?, result = ?, updated_at = ? WHERE tenant = ? AND task_id = ? "
+                "AND COALESCE(status, '') NOT IN ('succeeded', 'failed')",
+                rows,
+            )
+
+        await self._run(work, write=True)
+
+    async def find(self, tenant: str, task_ids: list[str]) -> dict[str, LedgerEntry]:
+        if not task_ids:
+            return {}
+
+        def work(db: sqlite3.Connection) -> dict[str, LedgerEntry]:
+            marks = ",".join("?" * len(task_ids))
+            rows = db.execute(
+                f"SELECT * FROM tasks WHERE tenant = ? AND task_id IN ({marks})",  # noqa: S608 (placeholders only)
+                (tenant, *task_ids),
+            ).fetchall()
+            return {row["task_id"]: self._entry(row) for row in rows}
+
+        return await self._run(work)
+
+    async def recent(
+        self,
+        tenant: str,
+        *,
+        status: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        limit: int = 20,
+        cursor: str | None = None,
+        hide_refused: bool = False,
+    ) -> tuple[list[LedgerEntry], str | None]:
+        """Newest first, with an opaque cursor for the next page."""
+        where: list[str] = ["tenant = ?"]
+        args: list[str | float | int] = [tenant]
+        if status is not None:
+            where.append("COALESCE(status, state) = ?")
+            args.append(status)
+        if hide_refused:
+            where.append("state != ?")
+            args.append(SubmitState.REFUSED)
+        if since is not None:
+            where.append("created_at >= ?")
+            args.append(since)
+        if until is not None:
+            where.append("created_at < ?")
+            args.append(until)
+        if cursor is not None:
+            created_at, row_id = decode_cursor(cursor)
+            where.append("(created_at < ? OR (created_at = ? AND row_id < ?))")
+            args += [created_at, created_at, row_id]
+
+        def work(db: sqlite3.Connection) -> tuple[list[LedgerEntry], str | None]:
+            rows = db.execute(
+                f"SELECT * FROM tasks WHERE {' AND '.join(where)} "  # noqa: S608 (fixed clauses, placeholders)
+                "ORDER BY created_at DESC, row_id DESC LIMIT ?",
+                (*args, limit + 1),
+            ).fetchall()
+            entries = [self._entry(row) for row in rows[:limit]]
+            more = len(rows) > limit
+            return entries, encode_cursor(entries[-1]) if more and entries else None
+
+        return await self._run(work)
+
+
+def encode_cursor(entry: LedgerEntry) -> str:
+    return base64.urlsafe_b64encode(json.dumps([entry.created_at, entry.row_id]).encode()).decode()
+
+
+def decode_cursor(cursor: str) -> tuple[float, int]:
+    try:
+        created_at, row_id = json.loads(base64.urlsafe_b64decode(cursor.encode()))
+        return float(created_at), int(row_id)
+    except (ValueError, TypeError) as exc:
+        raise LedgerError("That cursor is not one list_tasks gave; call list_tasks without a cursor.") from exc

@@ -1,0 +1,285 @@
+"""What the tools do, without MCP: submit once, read and wait on tasks, list, download.
+
+`VideoService` joins the API client, the ledger, the poll schedule and the download
+rules for one tenant. The MCP layer (`server.py`) only validates arguments, calls one
+method and renders the answer; every failure here is a `LumaError`, `LedgerError`,
+`DownloadError` or `ServiceError`, each carrying a message meant for the model.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from urllib.parse import urlsplit
+
+import anyio
+from pydantic import BaseModel
+
+from luma_mcp import download
+from luma_mcp.client import LumaClient
+from luma_mcp.config import Settings
+from luma_mcp.errors import LumaError
+from luma_mcp.ledger import Ledger, LedgerEntry, SpendingLimits, SubmitState
+from luma_mcp.models import TaskStatus, VideoRequest
+from luma_mcp.results import TaskResult, from_record
+from luma_mcp.waiting import PollSchedule, RecentReads, wait_for_tasks
+
+log = logging.getLogger(__name__)
+
+Report = Callable[[float, float | None, str], Awaitable[None]]
+OPERATOR = ""  # the tenant of everything done with the server's own token
+
+
+class ServiceError(Exception):
+    """A request that cannot be served as asked; the message says what to do instead."""
+
+
+class ListedTask(BaseModel):
+    # One compact row of list_tasks. (Comments, not docstrings: those would ship in outputSchema.)
+    task_id: str | None = None
+    status: str  # pending/processing/succeeded/failed, or sending/lost/refused for submits with no task
+    created: str
+    prompt: str | None = None  # the first 80 characters
+    video_url: str | None = None
+    action: str
+
+
+class SavedVideo(BaseModel):
+    task_id: str
+    path: str
+    size_bytes: int
+    sha256: str
+    thumbnail_path: str | None = None
+
+
+def _ago(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.0f} min"
+
+
+class VideoService:
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        luma: LumaClient,
+        ledger: Ledger,
+        schedule: PollSchedule,
+        reads: RecentReads,
+        tenant: str = OPERATOR,
+    ) -> None:
+        self.settings = settings
+        self.luma = luma
+        self.ledger = ledger
+        self.schedule = schedule
+        self.reads = reads
+        self.tenant = tenant
+
+    # --- submitting ----------------------------------------------------------------------
+
+    async def submit(
+        self, request: VideoRequest, *, idempotency_key: str | None, new_take: bool, report: Report
+    ) -> TaskResult:
+        """Start a generation, or return the earlier one that answers this request.
+
+        The ledger row is written before the request leaves, and the task id the moment
+        it comes back, before any progress is reported: a host that gives up at any
+        point leaves a task that list_tasks and get_task can find.
+        """
+        settings = self.settings
+        reservation = await self.ledger.reserve(
+            self.tenant,
+            request.action,
+            request.to_body(),
+            idempotency_key=idempotency_key,
+            dedupe_window=settings.dedupe_window_seconds,
+            new_take=new_take,
+            limits=SpendingLimits(settings.max_submits_per_hour, settings.max_submits_per_day),
+        )
+        entry = reservation.entry
+        if reservation.reused:
+            return self._reused(entry, by_key=idempotency_key is not None)
+        # Shielded: once the request may be on its way, see it through to the ledger.
+        with anyio.CancelScope(shield=True):
+            try:
+                accepted = await self.luma.submit(request)
+            except LumaError as exc:
+                if exc.submit_may_have_started:
+                    await self.ledger.lose(entry.row_id, str(exc))
+                    raise ServiceError(
+                        f"{exc} The submit is recorded in list_tasks as 'lost'. Before trying again, wait a "
+                        "minute; to submit anyway (which may pay twice), call again with new_take=true."
+                    ) from None
+                await self.ledger.refuse(entry.row_id, str(exc))
+                raise
+            result = TaskResult(
+                task_id=accepted.task_id, status=TaskStatus.PENDING, prompt=request.prompt, elapsed_seconds=0
+            )
+            await self.ledger.accept(entry.row_id, accepted.task_id, result)
+        log.info("submitted %s task %s", request.action, accepted.task_id)
+        await report(0, None, f"Task {accepted.task_id}: submitted")
+        return result
+
+    def _reused(self, entry: LedgerEntry, by_key: bool) -> TaskResult:
+        age = _ago(time.time() - entry.created_at)
+        if entry.task_id is None:
+            what = "its answer was lost" if entry.state is SubmitState.LOST else "it is being submitted right now"
+            raise ServiceError(
+                f"An identical request was sent {age} ago and {what}, so a video may already be on its way. "
+                "Check list_tasks in a minute; to submit anyway (which may pay twice), call again with new_take=true."
+            )
+        result = entry.result or TaskResult(task_id=entry.task_id, status=TaskStatus.PENDING)
+        why = "the same idempotency_key" if by_key else "an identical request"
+        hint = "" if by_key else " For a different take, call again with new_take=true."
+        note = f"Reused task {entry.task_id} from {why} {age} ago: nothing new was paid.{hint}"
+        return result.model_copy(update={"note": note})
+
+    # --- reading and waiting ---------------------------------------------------------------
+
+    async def fetch(self, task_ids: list[str]) -> dict[str, TaskResult]:
+        """Current results: finished tasks from the ledger, tasks read under a poll interval
+        ago from memory, the rest with one upstream request (a batch for several)."""
+        known = await self.ledger.find(self.tenant, task_ids)
+        results = {i: e.result for i, e in known.items() if e.result is not None and e.finished}
+        results |= self.reads.fresh([i for i in task_ids if i not in results])
+        missing = [i for i in task_ids if i not in results]
+        if len(missing) == 1:
+            record = await self.luma.get_task(missing[0])
+            fetched = {} if record is None else {record.id: from_record(record)}
+        elif missing:
+            records = await self.luma.get_tasks(missing)
+            fetched = {i: from_record(record) for i, record in records.items()}
+        else:
+            fetched = {}
+        self.reads.remember(fetched)
+        await self.ledger.record(self.tenant, fetched.values())
+        # A task we submitted but upstream does not (yet) return: our last known state.
+        for task_id in missing:
+            entry = known.get(task_id)
+            if task_id not in fetched and entry is not None and entry.result is not None:
+                fetched[task_id] = entry.result
+        return results | fetched
+
+    async def wait(
+        self, results: dict[str, TaskResult], wait_seconds: float, report: Report, age: float = 0.0
+    ) -> dict[str, TaskResult]:
+        async def progress(value: float, total: float, message: str) -> None:
+            await report(value, total, message)
+
+        return await wait_for_tasks(
+            self.fetch, results, budget=wait_seconds, schedule=self.schedule, report=progress, age=age
+        )
+
+    # --- listing ------------------------------------------------------------------------
+
+    async def list(
+        self,
+        *,
+        status: str | None,
+        since: datetime | None,
+        until: datetime | None,
+        limit: int,
+        cursor: str | None,
+        refresh: bool,
+    ) -> tuple[list[ListedTask], str | None]:
+        entries, next_cursor = await self.ledger.recent(
+            self.tenant,
+            status=status,
+            since=since.timestamp() if since else None,
+            until=until.timestamp() if until else None,
+            limit=limit,
+            cursor=cursor,
+            hide_refused=status is None,
+        )
+        latest: dict[str, TaskResult] = {}
+        unfinished = [e.task_id for e in entries if e.task_id and not e.finished]
+        if refresh and unfinished:
+            try:
+                latest = await self.fetch(unfinished)
+            except LumaError as exc:  # the listing still answers, from what the ledger knows
+                log.warning("list_tasks could not refresh statuses: %s", exc)
+        return [self._row(e, latest.get(e.task_id or "")) for e in entries], next_cursor
+
+    @staticmethod
+    def _row(entry: LedgerEntry, fresh: TaskResult | None) -> ListedTask:
+        result = fresh or entry.result
+        status = result.status.value if result and entry.state is SubmitState.ACCEPTED else entry.state.value
+        prompt = entry.prompt
+        if prompt and len(prompt) > 80:
+            prompt = prompt[:77].rstrip() + "..."
+        return ListedTask(
+            task_id=entry.task_id,
+            status=status,
+            created=datetime.fromtimestamp(entry.created_at, UTC).isoformat(timespec="seconds"),
+            prompt=prompt,
+            video_url=result.video_url if result else None,
+            action=entry.action,
+        )
+
+    # --- downloading ----------------------------------------------------------------------
+
+    async def download(
+        self,
+        task_id: str,
+        *,
+        filename: str | None,
+        include_thumbnail: bool,
+        overwrite: bool,
+        report: Report,
+    ) -> SavedVideo:
+        """Save the task's own video (never an arbitrary URL) into the download folder."""
+        result = (await self.fetch([task_id])).get(task_id)
+        if result is None:
+            raise ServiceError(f"No task with id {task_id}. Check the id with list_tasks.")
+        if result.status is not TaskStatus.SUCCEEDED or not result.video_url:
+            raise ServiceError(
+                f"Task {task_id} is {result.status.value}, so there is no video to save yet. "
+                f'Wait for it with get_task(task_id="{task_id}", wait_seconds=...) first.'
+            )
+        folder = self.settings.download_dir
+        stem = filename or f"luma-{task_id}"
+        max_bytes = int(self.settings.max_download_mb * 1024 * 1024)
+        video_target = download.safe_target(folder, stem, ".mp4")
+        thumb_target = download.safe_target(folder, stem.removesuffix(".mp4"), ".jpg") if include_thumbnail else None
+
+        async def progress(done: int, total: int | None) -> None:
+            size = f"{done / 1e6:.1f} of {total / 1e6:.1f} MB" if total else f"{done / 1e6:.1f} MB"
+            await report(done, total, f"Downloading task {task_id}: {size}")
+
+        http = self.luma.http
+        saved = await download.save(
+            http,
+            self._trusted(result.video_url),
+            video_target,
+            accept=("video/", "application/octet-stream"),
+            max_bytes=max_bytes,
+            overwrite=overwrite,
+            progress=progress,
+        )
+        thumb = None
+        if thumb_target is not None and result.thumbnail_url:
+            thumb = await download.save(
+                http,
+                self._trusted(result.thumbnail_url),
+                thumb_target,
+                accept=("image/",),
+                max_bytes=max_bytes,
+                overwrite=overwrite,
+            )
+        return SavedVideo(
+            task_id=task_id,
+            path=str(saved.path),
+            size_bytes=saved.size,
+            sha256=saved.sha256,
+            thumbnail_path=str(thumb.path) if thumb else None,
+        )
+
+    def _trusted(self, url: str) -> str:
+        """Result URLs are https on the provider's CDN; plain http only from the API's own host
+        (the simulator). Anything else is refused rather than fetched."""
+        parts = urlsplit(url)
+        api = urlsplit(self.settings.api_base_url)
+        if parts.scheme == "https" or (parts.scheme == "http" and parts.netloc == api.netloc):
+            return url
+        raise ServiceError(f"The task's media URL {url} is not https; refusing to fetch it.")
