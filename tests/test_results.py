@@ -218,3 +218,13 @@ def test_settings_read_a_dot_env_file(tmp_path: pytest.TempPathFactory, monkeypa
     settings = Settings(_env_file=env_file)  # type: ignore[call-arg]
     assert settings.api_token is not None and settings.api_token.get_secret_value() == "dotenv-token-1"
     assert settings.max_wait_seconds == 300
+
+
+def test_the_readme_documents_every_setting_and_nothing_else() -> None:
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    documented = set(re.findall(r"^\| `([A-Z_]+)` \|", readme, flags=re.MULTILINE))
+    settings = {str(field.validation_alias) for field in Settings.model_fields.values()}
+    assert documented == settings

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
-import threading
-from typing import Any
 
 import pytest
 from mcp import Client, StdioServerParameters
@@ -16,6 +13,7 @@ from luma_mcp.results import TaskResult
 from luma_mcp.simulator import SimulatorServer
 
 from .conftest import CANARY_TOKEN, text_of
+from .stdio_raw import RawStdioServer
 
 pytestmark = pytest.mark.anyio
 
@@ -26,68 +24,16 @@ def server_env(**extra: str) -> dict[str, str]:
     return {**env, **private, "LUMA_LOG_LEVEL": "INFO", **extra}
 
 
-def rpc(method: str, params: dict[str, Any] | None = None, id: int | None = None) -> str:
-    message: dict[str, Any] = {"jsonrpc": "2.0", "method": method}
-    if id is not None:
-        message["id"] = id
-    if params is not None:
-        message["params"] = params
-    return json.dumps(message)
-
-
-def run_raw_session(env: dict[str, str], *calls: tuple[str, dict[str, Any]]) -> tuple[list[dict[str, Any]], str]:
-    """Speak JSON-RPC to `python -m luma_mcp` by hand: every stdout line must be protocol."""
-    lines = [
-        rpc(
-            "initialize",
-            {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "raw", "version": "1"}},
-            id=0,
-        ),
-        rpc("notifications/initialized"),
-        *(rpc(method, params, id=i + 1) for i, (method, params) in enumerate(calls)),
-    ]
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "luma_mcp"],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-    )
-    watchdog = threading.Timer(60, proc.kill)
-    watchdog.start()
-    try:
-        assert proc.stdin is not None and proc.stdout is not None
-        proc.stdin.write("\n".join(lines) + "\n")
-        proc.stdin.flush()
-        messages: list[dict[str, Any]] = []
-        # Keep stdin open until every request is answered, as a host would.
-        while sum("id" in m for m in messages) < len(calls) + 1:
-            line = proc.stdout.readline()
-            if not line:
-                break
-            messages.append(json.loads(line))  # raises if anything but protocol is on stdout
-        rest, stderr = proc.communicate(timeout=30)  # closes stdin: the server exits
-    finally:
-        watchdog.cancel()
-    messages += [json.loads(line) for line in rest.splitlines()]
-    assert all(m.get("jsonrpc") == "2.0" for m in messages)
-    return messages, stderr
-
-
 def test_no_token_starts_lists_and_explains_on_stderr() -> None:
-    messages, stderr = run_raw_session(
-        server_env(),
-        ("tools/list", {}),
-        ("tools/call", {"name": "generate_video", "arguments": {"prompt": "a cat"}}),
-    )
-    by_id = {m["id"]: m for m in messages if "id" in m}
-    assert by_id[0]["result"]["serverInfo"]["name"] == "luma-mcp"
-    assert [t["name"] for t in by_id[1]["result"]["tools"]] == [
+    server = RawStdioServer(server_env())  # every line it writes to stdout must parse as JSON-RPC
+    assert server.initialize()["result"]["serverInfo"]["name"] == "luma-mcp"
+    tools = server.call("tools/list", {})["result"]["tools"]
+    assert [t["name"] for t in tools] == [
         "generate_video", "extend_video", "get_task", "list_tasks", "download_video"
     ]  # fmt: skip
-    call = by_id[2]["result"]
+    call = server.call("tools/call", {"name": "generate_video", "arguments": {"prompt": "a cat"}})["result"]
     assert call["isError"] and "Set ACEDATACLOUD_API_TOKEN" in call["content"][0]["text"]
+    stderr = server.close()
     assert "ACEDATACLOUD_API_TOKEN is not set" in stderr and "WARNING" in stderr
 
 

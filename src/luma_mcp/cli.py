@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import sys
+import tempfile
+from pathlib import Path
 
 from pydantic import SecretStr, ValidationError
 
@@ -50,12 +53,19 @@ def main(argv: list[str] | None = None) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     simulator = None
+    scratch = contextlib.ExitStack()
     if args.simulate:
         from luma_mcp.simulator import Simulator, SimulatorServer  # only --simulate pays for importing it
 
         simulator = SimulatorServer(Simulator(queue_seconds=1.0, processing_seconds=args.simulate_seconds)).start()
+        # Simulated tasks vanish with the simulator: keep them out of the real ledger.
+        ledger_dir = Path(scratch.enter_context(tempfile.TemporaryDirectory(prefix="luma-mcp-simulated-")))
         settings = settings.model_copy(
-            update={"api_base_url": simulator.url, "api_token": SecretStr("simulator-token")}
+            update={
+                "api_base_url": simulator.url,
+                "api_token": SecretStr("simulator-token"),
+                "ledger_path": ledger_dir / "ledger.sqlite3",
+            }
         )
         log.info("simulating the Luma API at %s (videos take %.0f s)", simulator.url, args.simulate_seconds)
     elif settings.api_token is None:
@@ -69,6 +79,7 @@ def main(argv: list[str] | None = None) -> None:
     finally:
         if simulator is not None:
             simulator.stop()
+        scratch.close()
 
 
 if __name__ == "__main__":

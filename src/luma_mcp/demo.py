@@ -2,15 +2,18 @@
 
 Starts the API simulator on a loopback port, launches `luma-mcp` as a real stdio
 subprocess pointed at it, and drives it with an MCP client: generate a video (printing
-progress as it comes), extend the result, then check both with one batch get_task.
-Exits 0 only if every step worked.
+progress as it comes), extend the result, check both with one batch get_task, list them,
+and save the second to disk. Exits 0 only if every step worked.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import sys
+import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -41,12 +44,15 @@ def check(result: CallToolResult, step: str) -> dict[str, Any]:
 
 
 async def progress_printer(progress: float, total: float | None, message: str | None) -> None:
-    say(f"    … {progress:5.1f}/{total or 0:.0f} s  {message or ''}")
+    say(f"    … {progress:7.1f} / {total or 0:<6g} {message or ''}")
 
 
-async def run_demo(simulator_url: str) -> None:
+async def run_demo(simulator_url: str, scratch: Path) -> None:
     env = {
         **os.environ,
+        # The demo's tasks and files stay in a scratch folder, out of the real ledger.
+        "LUMA_LEDGER_PATH": str(scratch / "ledger.sqlite3"),
+        "LUMA_DOWNLOAD_DIR": str(scratch / "videos"),
         "ACEDATACLOUD_API_TOKEN": "demo-token-not-a-secret",
         "ACEDATACLOUD_API_BASE_URL": simulator_url,
         "LUMA_WAIT_SECONDS": "30",
@@ -99,14 +105,36 @@ async def run_demo(simulator_url: str) -> None:
         statuses = [task["status"] for task in listing["tasks"]]
         if statuses != ["succeeded", "succeeded"]:
             raise DemoFailed(f"get_task gave {statuses}, expected both succeeded")
-    say(f"\nDemo finished in {time.monotonic() - started:.1f} s: two videos, {len(tools)} tools, all over stdio.")
+
+        say("\n5. list_tasks()  (what a fresh conversation would find)")
+        recent = await client.call_tool("list_tasks", {})
+        rows = check(recent, "list_tasks")["tasks"]
+        say(f"   result text:\n     {text_of(recent).replace(chr(10), chr(10) + '     ')}")
+        if [row.get("task_id") for row in rows] != [second["task_id"], first["task_id"]]:
+            raise DemoFailed("list_tasks did not list both videos, newest first")
+
+        say(f"\n6. download_video(task_id='{second['task_id']}', include_thumbnail=True)")
+        saved = await client.call_tool(
+            "download_video",
+            {"task_id": second["task_id"], "include_thumbnail": True},
+            progress_callback=progress_printer,
+        )
+        file = check(saved, "download_video")
+        say(f"   result text:\n     {text_of(saved)}")
+        on_disk = await anyio.Path(file["path"]).read_bytes()
+        if hashlib.sha256(on_disk).hexdigest() != file["sha256"] or on_disk[4:8] != b"ftyp":
+            raise DemoFailed("the saved file is not the MP4 the tool described")
+    say(f"\nDemo finished in {time.monotonic() - started:.1f} s: two videos made, listed and saved, all over stdio.")
 
 
 def main() -> None:
     say("luma-mcp demo: the MCP server over stdio, against the built-in Luma API simulator\n")
-    with SimulatorServer(Simulator(queue_seconds=1.0, processing_seconds=GENERATE_SECONDS)) as sim:
+    with (
+        SimulatorServer(Simulator(queue_seconds=1.0, processing_seconds=GENERATE_SECONDS)) as sim,
+        tempfile.TemporaryDirectory(prefix="luma-mcp-demo-") as scratch,
+    ):
         try:
-            anyio.run(run_demo, sim.url)
+            anyio.run(run_demo, sim.url, Path(scratch))
         except DemoFailed as exc:
             say(f"\nDEMO FAILED: {exc}")
             raise SystemExit(1) from None

@@ -121,6 +121,14 @@ def _place(partial: Path, target: Path, overwrite: bool) -> None:
         raise DownloadError(f"{target} appeared while downloading; pass overwrite=true to replace it.") from None
 
 
+def human_size(size: float) -> str:
+    for unit in ("bytes", "kB", "MB"):
+        if size < 1000:
+            return f"{size:.0f} {unit}" if unit == "bytes" else f"{size:.1f} {unit}"
+        size /= 1000
+    return f"{size:.1f} GB"
+
+
 def _too_big(size: int, max_bytes: int) -> str:
     return (
         f"The file is larger than the download cap of {max_bytes / 1048576:g} MB ({size} bytes or more); "

@@ -326,6 +326,12 @@ class Ledger:
 
         await self._run(work, write=True)
 
+    async def entry(self, row_id: int) -> LedgerEntry:
+        def work(db: sqlite3.Connection) -> LedgerEntry:
+            return self._entry(db.execute("SELECT * FROM tasks WHERE row_id = ?", (row_id,)).fetchone())
+
+        return await self._run(work)
+
     async def find(self, tenant: str, task_ids: list[str]) -> dict[str, LedgerEntry]:
         if not task_ids:
             return {}

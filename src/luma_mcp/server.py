@@ -27,7 +27,7 @@ from pydantic import BaseModel, Field
 from luma_mcp import __version__
 from luma_mcp.client import MAX_BATCH, LumaClient
 from luma_mcp.config import TOKEN_ENV, AspectRatio, Settings
-from luma_mcp.download import DownloadError
+from luma_mcp.download import DownloadError, human_size
 from luma_mcp.errors import LumaError
 from luma_mcp.ledger import Ledger, LedgerError
 from luma_mcp.models import ExtendRequest, GenerateRequest, TaskStatus, VideoRequest
@@ -271,7 +271,7 @@ def create_server(settings: Settings, *, schedule: PollSchedule | None = None) -
                 task_id, filename=filename, include_thumbnail=include_thumbnail, overwrite=overwrite, report=report
             )
         )
-        text = f"Saved {saved.path} ({saved.size_bytes / 1e6:.1f} MB, sha256 {saved.sha256[:16]}...)."
+        text = f"Saved {saved.path} ({human_size(saved.size_bytes)}, sha256 {saved.sha256[:16]}...)."
         if saved.thumbnail_path:
             text += f" Thumbnail: {saved.thumbnail_path}."
         return CallToolResult(

@@ -99,6 +99,8 @@ class VideoService:
         )
         entry = reservation.entry
         if reservation.reused:
+            if entry.state is SubmitState.SENDING:
+                entry = await self._settled(entry)
             return self._reused(entry, by_key=idempotency_key is not None)
         # Shielded: once the request may be on its way, see it through to the ledger.
         with anyio.CancelScope(shield=True):
@@ -120,6 +122,17 @@ class VideoService:
         log.info("submitted %s task %s", request.action, accepted.task_id)
         await report(0, None, f"Task {accepted.task_id}: submitted")
         return result
+
+    async def _settled(self, entry: LedgerEntry) -> LedgerEntry:
+        """An identical submit is in flight (perhaps in another process): wait for its answer
+        rather than fail, as long as one request may take."""
+        with anyio.move_on_after(self.settings.request_timeout + 5):
+            while entry.state is SubmitState.SENDING:
+                await anyio.sleep(0.1)
+                entry = await self.ledger.entry(entry.row_id)
+        if entry.state is SubmitState.REFUSED:
+            raise ServiceError(f"An identical request sent just before this one was refused: {entry.error}")
+        return entry
 
     def _reused(self, entry: LedgerEntry, by_key: bool) -> TaskResult:
         age = _ago(time.time() - entry.created_at)
@@ -199,7 +212,10 @@ class VideoService:
                 latest = await self.fetch(unfinished)
             except LumaError as exc:  # the listing still answers, from what the ledger knows
                 log.warning("list_tasks could not refresh statuses: %s", exc)
-        return [self._row(e, latest.get(e.task_id or "")) for e in entries], next_cursor
+        rows = [self._row(e, latest.get(e.task_id or "")) for e in entries]
+        if status is not None:  # a row the refresh found finished no longer matches "pending"
+            rows = [row for row in rows if row.status == status]
+        return rows, next_cursor
 
     @staticmethod
     def _row(entry: LedgerEntry, fresh: TaskResult | None) -> ListedTask:
@@ -244,7 +260,9 @@ class VideoService:
         thumb_target = download.safe_target(folder, stem.removesuffix(".mp4"), ".jpg") if include_thumbnail else None
 
         async def progress(done: int, total: int | None) -> None:
-            size = f"{done / 1e6:.1f} of {total / 1e6:.1f} MB" if total else f"{done / 1e6:.1f} MB"
+            size = (
+                f"{download.human_size(done)} of {download.human_size(total)}" if total else download.human_size(done)
+            )
             await report(done, total, f"Downloading task {task_id}: {size}")
 
         http = self.luma.http
