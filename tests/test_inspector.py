@@ -93,3 +93,23 @@ def test_prompt_and_templates(run: Any) -> None:
     assert code == 0 and "a koi pond" in body["messages"][0]["content"]["text"]
     code, body = run("--method", "resources/templates/list")
     assert code == 0 and "luma://tasks/{task_id}" in {t["uriTemplate"] for t in body["resourceTemplates"]}
+
+
+def test_over_http_with_a_bearer_header(inspector: Path, sim_server: SimulatorServer) -> None:
+    from .test_http import KEY, TOKEN_A, HttpServer, http_env
+
+    server = HttpServer(http_env(sim_server, ACEDATACLOUD_API_TOKEN=TOKEN_A, LUMA_MCP_API_KEYS=KEY)).wait_ready()
+    try:
+        base = [str(inspector), "--cli", f"{server.url}/mcp", "--transport", "http", "--method", "tools/list"]
+        allowed = subprocess.run(
+            [*base, "--header", f"Authorization: Bearer {KEY}"], capture_output=True, text=True, timeout=120
+        )
+        assert allowed.returncode == 0, allowed.stderr
+        assert len(json.loads(allowed.stdout)["tools"]) == 5
+        wrong = subprocess.run(
+            [*base, "--header", "Authorization: Bearer nope", "--stored-auth-only"],
+            capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert wrong.returncode == 3  # the Inspector's "authentication required"
+    finally:
+        server.stop()

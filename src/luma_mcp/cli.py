@@ -1,4 +1,4 @@
-"""`luma-mcp`: serve the tools over stdio, against Ace Data Cloud or the built-in simulator."""
+"""`luma-mcp`: serve the tools over stdio or HTTP, against Ace Data Cloud or the built-in simulator."""
 
 from __future__ import annotations
 
@@ -29,6 +29,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         action="store_true",
         help="serve against a built-in simulator of the API (no token, no network, no cost)",
     )
+    parser.add_argument(
+        "--transport",
+        choices=["stdio", "http"],
+        default="stdio",
+        help="stdio (default: launched by a desktop host) or http (streamable HTTP at /mcp, for many users)",
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="with --transport http: address to bind (127.0.0.1)")
+    parser.add_argument("--port", type=int, default=8000, help="with --transport http: port (8000)")
     parser.add_argument(
         "--simulate-seconds",
         type=float,
@@ -68,14 +76,23 @@ def main(argv: list[str] | None = None) -> None:
             }
         )
         log.info("simulating the Luma API at %s (videos take %.0f s)", simulator.url, args.simulate_seconds)
-    elif settings.api_token is None:
+    elif settings.api_token is None and settings.auth_mode != "passthrough":
         log.warning(
             "%s is not set: the tools are listed but every call will ask for it. "
             "Set it in the MCP server's env, or run with --simulate to try without one.",
             TOKEN_ENV,
         )
     try:
-        create_server(settings).run("stdio")
+        if args.transport == "http":
+            from luma_mcp.http_app import ConfigurationError, serve_http
+
+            try:
+                serve_http(settings, args.host, args.port)
+            except ConfigurationError as exc:
+                print(f"luma-mcp: {exc}", file=sys.stderr)
+                raise SystemExit(2) from None
+        else:
+            create_server(settings).run("stdio")
     finally:
         if simulator is not None:
             simulator.stop()

@@ -18,6 +18,11 @@ ASPECT_RATIOS: tuple[AspectRatio, ...] = ("16:9", "9:16", "1:1", "4:3", "3:4", "
 TOKEN_ENV = "ACEDATACLOUD_API_TOKEN"  # noqa: S105 (a variable name, not a secret)
 
 
+def split_list(value: str) -> list[str]:
+    """A comma-separated setting as a list, blanks dropped."""
+    return [item.strip() for item in value.split(",") if item.strip()]
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
 
@@ -56,7 +61,30 @@ class Settings(BaseSettings):
     max_submits_per_hour: int | None = Field(default=None, ge=1, validation_alias="LUMA_MAX_SUBMITS_PER_HOUR")
     max_submits_per_day: int | None = Field(default=None, ge=1, validation_alias="LUMA_MAX_SUBMITS_PER_DAY")
 
+    # Serving over HTTP (luma-mcp --transport http).
+    http_auth: Literal["keys", "passthrough"] | None = Field(default=None, validation_alias="LUMA_MCP_AUTH")
+    api_keys: SecretStr | None = Field(default=None, validation_alias="LUMA_MCP_API_KEYS")
+    api_keys_file: Path | None = Field(default=None, validation_alias="LUMA_MCP_API_KEYS_FILE")
+    public_url: str | None = Field(default=None, validation_alias="LUMA_MCP_PUBLIC_URL")
+    allowed_hosts: str = Field(default="", validation_alias="LUMA_MCP_ALLOWED_HOSTS")
+    allowed_origins: str = Field(default="", validation_alias="LUMA_MCP_ALLOWED_ORIGINS")
+    cors_origins: str = Field(default="", validation_alias="LUMA_MCP_CORS_ORIGINS")
+
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(default="INFO", validation_alias="LUMA_LOG_LEVEL")
+
+    def access_keys(self) -> list[str]:
+        """The keys HTTP clients may present: LUMA_MCP_API_KEYS and the lines of LUMA_MCP_API_KEYS_FILE."""
+        keys = split_list(self.api_keys.get_secret_value()) if self.api_keys else []
+        if self.api_keys_file is not None:
+            lines = self.api_keys_file.read_text().splitlines()
+            keys += [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+        return keys
+
+    @property
+    def auth_mode(self) -> Literal["keys", "passthrough"] | None:
+        if self.http_auth is not None:
+            return self.http_auth
+        return "keys" if self.api_keys is not None or self.api_keys_file is not None else None
 
     @model_validator(mode="after")
     def _check_bounds(self) -> Settings:
@@ -65,6 +93,8 @@ class Settings(BaseSettings):
                 f"LUMA_WAIT_SECONDS ({self.wait_seconds}) is above LUMA_MAX_WAIT_SECONDS "
                 f"({self.max_wait_seconds}): lower the first or raise the second"
             )
+        if self.http_auth == "keys" and self.api_keys is None and self.api_keys_file is None:
+            raise ValueError("LUMA_MCP_AUTH=keys needs LUMA_MCP_API_KEYS or LUMA_MCP_API_KEYS_FILE")
         if self.poll_initial_seconds > self.poll_max_seconds:
             raise ValueError("LUMA_POLL_INITIAL_SECONDS must not exceed LUMA_POLL_MAX_SECONDS")
         return self

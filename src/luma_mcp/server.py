@@ -11,6 +11,7 @@ text the model can act on.
 import inspect
 import ipaddress
 import json
+import threading
 from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -19,10 +20,13 @@ from typing import Annotated, Any, Literal, TypeVar
 from urllib.parse import urlsplit
 
 from mcp.server import MCPServer
+from mcp.server.auth.middleware.auth_context import get_access_token
+from mcp.server.auth.provider import TokenVerifier
+from mcp.server.auth.settings import AuthSettings
 from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ResourceError, ToolError
 from mcp.types import CallToolResult, ContentBlock, ResourceLink, TextContent, Tool, ToolAnnotations
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, SecretStr
 
 from luma_mcp import __version__
 from luma_mcp.client import MAX_BATCH, LumaClient
@@ -35,7 +39,7 @@ from luma_mcp.prompts import storyboard as storyboard_text
 from luma_mcp.prompts import video_prompt as video_prompt_text
 from luma_mcp.results import TaskList, TaskResult, get_task_call, list_text, task_text, with_next_call
 from luma_mcp.schema import compact_schema
-from luma_mcp.service import ListedTask, SavedVideo, ServiceError, VideoService
+from luma_mcp.service import OPERATOR, ListedTask, SavedVideo, ServiceError, VideoService, tenant_of
 from luma_mcp.waiting import PollSchedule, RecentReads
 
 T = TypeVar("T")
@@ -101,13 +105,59 @@ class LumaMCPServer(MCPServer["AppState"]):
 
 @dataclass
 class AppState:
-    service: VideoService
-    has_token: bool
+    """Shared by every call of one connection (stdio) or of the whole process (HTTP)."""
+
+    settings: Settings
+    luma: LumaClient  # the server's own token (or none), and the pooled HTTP client
+    ledger: Ledger
+    schedule: PollSchedule
+    reads: RecentReads
+    stopping: threading.Event | None = None
+
+    def service(self) -> VideoService:
+        """The service for the caller of the current request."""
+        if self.settings.auth_mode == "passthrough":
+            # Bring your own token: the caller's bearer is their Ace Data Cloud token.
+            access = get_access_token()
+            if access is None:  # the HTTP layer refuses unauthenticated calls before they get here
+                raise ToolError("This server needs your Ace Data Cloud API token as the bearer token.")
+            luma = LumaClient(
+                token=SecretStr(access.token),
+                base_url=self.settings.api_base_url,
+                retry=self.luma.retry,
+                http=self.luma.http,
+            )
+            tenant = tenant_of(access.token)
+        elif not self.luma.has_token:
+            raise ToolError(
+                f"No Ace Data Cloud API token is configured. Set {TOKEN_ENV} in this MCP server's environment "
+                "(get one at https://platform.acedata.cloud), then restart the server."
+            )
+        else:
+            luma, tenant = self.luma, OPERATOR
+        return VideoService(
+            settings=self.settings,
+            luma=luma,
+            ledger=self.ledger,
+            schedule=self.schedule,
+            reads=self.reads,
+            tenant=tenant,
+            stopping=self.stopping,
+        )
 
 
-def create_server(settings: Settings, *, schedule: PollSchedule | None = None) -> LumaMCPServer:
+def create_server(
+    settings: Settings,
+    *,
+    schedule: PollSchedule | None = None,
+    token_verifier: TokenVerifier | None = None,
+    auth: AuthSettings | None = None,
+    stopping: threading.Event | None = None,
+) -> LumaMCPServer:
     """The luma-mcp server, configured by `settings`. `schedule` overrides the poll timing
-    (tests and benchmarks run the simulator fast; production reads it from settings)."""
+    (tests and benchmarks run the simulator fast; production reads it from settings);
+    `token_verifier` and `auth` protect it when served over HTTP, and `stopping` ends
+    waits early when that server shuts down (see `http_app`)."""
     poll_schedule = schedule or PollSchedule.from_settings(settings)
     default_wait = settings.wait_seconds
     max_wait = settings.max_wait_seconds
@@ -117,14 +167,10 @@ def create_server(settings: Settings, *, schedule: PollSchedule | None = None) -
         ledger = Ledger(settings.ledger_path)
         try:
             async with LumaClient.from_settings(settings) as luma:
-                service = VideoService(
-                    settings=settings,
-                    luma=luma,
-                    ledger=ledger,
-                    schedule=poll_schedule,
-                    reads=RecentReads(poll_schedule.min_interval),
+                reads = RecentReads(poll_schedule.min_interval)
+                yield AppState(
+                    settings=settings, luma=luma, ledger=ledger, schedule=poll_schedule, reads=reads, stopping=stopping
                 )
-                yield AppState(service=service, has_token=luma.has_token)
         finally:
             ledger.close()
 
@@ -134,6 +180,8 @@ def create_server(settings: Settings, *, schedule: PollSchedule | None = None) -
         version=__version__,
         instructions=INSTRUCTIONS,
         lifespan=lifespan,
+        token_verifier=token_verifier,
+        auth=auth,
     )
 
     wait_field = Field(ge=0, le=max_wait, description="Seconds to wait for the video (0: return at once)")
@@ -360,13 +408,7 @@ def create_server(settings: Settings, *, schedule: PollSchedule | None = None) -
 
 
 def _service(ctx: Context[AppState]) -> VideoService:
-    state = ctx.request_context.lifespan_context
-    if not state.has_token:
-        raise ToolError(
-            f"No Ace Data Cloud API token is configured. Set {TOKEN_ENV} in this MCP server's environment "
-            "(get one at https://platform.acedata.cloud), then restart the server."
-        )
-    return state.service
+    return ctx.request_context.lifespan_context.service()
 
 
 def _reporter(ctx: Context[AppState], total: float) -> Any:

@@ -8,7 +8,9 @@ method and renders the answer; every failure here is a `LumaError`, `LedgerError
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
@@ -30,6 +32,11 @@ log = logging.getLogger(__name__)
 
 Report = Callable[[float, float | None, str], Awaitable[None]]
 OPERATOR = ""  # the tenant of everything done with the server's own token
+
+
+def tenant_of(token: str) -> str:
+    """A caller's tenant: a one-way hash of their API token (the token itself is never stored)."""
+    return hashlib.sha256(token.encode()).hexdigest()
 
 
 class ServiceError(Exception):
@@ -68,6 +75,7 @@ class VideoService:
         schedule: PollSchedule,
         reads: RecentReads,
         tenant: str = OPERATOR,
+        stopping: threading.Event | None = None,
     ) -> None:
         self.settings = settings
         self.luma = luma
@@ -75,6 +83,7 @@ class VideoService:
         self.schedule = schedule
         self.reads = reads
         self.tenant = tenant
+        self.stopping = stopping  # set when the server shuts down: waits end early
 
     # --- submitting ----------------------------------------------------------------------
 
@@ -155,7 +164,7 @@ class VideoService:
         ago from memory, the rest with one upstream request (a batch for several)."""
         known = await self.ledger.find(self.tenant, task_ids)
         results = {i: e.result for i, e in known.items() if e.result is not None and e.finished}
-        results |= self.reads.fresh([i for i in task_ids if i not in results])
+        results |= self.reads.fresh(self.tenant, [i for i in task_ids if i not in results])
         missing = [i for i in task_ids if i not in results]
         if len(missing) == 1:
             record = await self.luma.get_task(missing[0])
@@ -165,7 +174,7 @@ class VideoService:
             fetched = {i: from_record(record) for i, record in records.items()}
         else:
             fetched = {}
-        self.reads.remember(fetched)
+        self.reads.remember(self.tenant, fetched)
         await self.ledger.record(self.tenant, fetched.values())
         # A task we submitted but upstream does not (yet) return: our last known state.
         for task_id in missing:
@@ -181,7 +190,13 @@ class VideoService:
             await report(value, total, message)
 
         return await wait_for_tasks(
-            self.fetch, results, budget=wait_seconds, schedule=self.schedule, report=progress, age=age
+            self.fetch,
+            results,
+            budget=wait_seconds,
+            schedule=self.schedule,
+            report=progress,
+            age=age,
+            stop=self.stopping,
         )
 
     # --- listing ------------------------------------------------------------------------
@@ -253,7 +268,8 @@ class VideoService:
                 f"Task {task_id} is {result.status.value}, so there is no video to save yet. "
                 f'Wait for it with get_task(task_id="{task_id}", wait_seconds=...) first.'
             )
-        folder = self.settings.download_dir
+        # Each tenant of a shared server saves into its own folder.
+        folder = self.settings.download_dir / self.tenant[:16] if self.tenant else self.settings.download_dir
         stem = filename or f"luma-{task_id}"
         max_bytes = int(self.settings.max_download_mb * 1024 * 1024)
         video_target = download.safe_target(folder, stem, ".mp4")

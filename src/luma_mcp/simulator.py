@@ -92,6 +92,7 @@ class SimTask:
     video_id: str
     trace_id: str
     media_base: str
+    owner: str = ""  # the token that created it: tasks belong to an account, as upstream
     error_message: str = "The video provider failed to generate the video."
 
     def response(self, now: float) -> dict[str, Any] | None:
@@ -348,7 +349,9 @@ class Simulator:
                 "forbidden",
                 "Sorry! Our Al moderators feel your prompt might be against our community standards.",
             )
-        task = self._create_task(body, media_base=self.media_base or str(request.base_url).rstrip("/"))
+        task = self._create_task(
+            body, media_base=self.media_base or str(request.base_url).rstrip("/"), owner=_bearer(request)
+        )
         if body.get("callback_url"):
             self._spawn(self._deliver_callback(task, body["callback_url"]))
             return JSONResponse({"task_id": task.id})
@@ -367,7 +370,7 @@ class Simulator:
             return JSONResponse(response, status_code=500)
         return JSONResponse(response)
 
-    def _create_task(self, body: dict[str, Any], media_base: str) -> SimTask:
+    def _create_task(self, body: dict[str, Any], media_base: str, owner: str = "") -> SimTask:
         now = time.time()
         fails = FAIL_MARKER in (body.get("prompt") or "")
         message = None
@@ -385,6 +388,7 @@ class Simulator:
             video_id=str(uuid.uuid4()),
             trace_id=str(uuid.uuid4()),
             media_base=media_base,
+            owner=owner,
         )
         if message:
             task.error_message = message
@@ -398,14 +402,15 @@ class Simulator:
             return problem
         now = time.time()
         action = body.get("action")
+        mine = {i: t for i, t in list(self.tasks.items()) if t.owner == _bearer(request)}
         if action == "retrieve":
-            task = self.tasks.get(str(body.get("id")))
+            task = mine.get(str(body.get("id")))
             return JSONResponse(task.record(now) if task else {})
         if action == "retrieve_batch":
             ids = body.get("ids")
             if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
                 return _error(400, "bad_request", "ids must be a list of task ids")
-            items = [self.tasks[i].record(now) for i in ids if i in self.tasks]
+            items = [mine[i].record(now) for i in ids if i in mine]
             return JSONResponse({"items": items, "count": len(items)})
         return _error(400, "bad_request", "action must be retrieve or retrieve_batch")
 
@@ -440,6 +445,10 @@ class Simulator:
                 await asyncio.sleep(0.2 * (attempt + 1))
         with self._lock:
             self.callbacks.append({"url": url, "payload": payload})
+
+
+def _bearer(request: Request) -> str:
+    return request.headers.get("authorization", "")[7:].strip()
 
 
 def _validate_video_request(body: dict[str, Any]) -> str | None:

@@ -11,6 +11,7 @@ tasks go on upstream and `get_task` finds them later.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 
@@ -65,22 +66,23 @@ class RecentReads:
     def __init__(self, min_interval: float, max_entries: int = 4096) -> None:
         self.min_interval = min_interval
         self._max_entries = max_entries
-        self._reads: dict[str, tuple[float, TaskResult]] = {}
+        # Keyed by tenant too: one caller's read must never answer another's question.
+        self._reads: dict[tuple[str, str], tuple[float, TaskResult]] = {}
 
-    def fresh(self, task_ids: list[str]) -> dict[str, TaskResult]:
+    def fresh(self, tenant: str, task_ids: list[str]) -> dict[str, TaskResult]:
         now = anyio.current_time()
         found = {}
         for task_id in task_ids:
-            read = self._reads.get(task_id)
+            read = self._reads.get((tenant, task_id))
             if read is not None and now - read[0] < self.min_interval:
                 found[task_id] = read[1]
         return found
 
-    def remember(self, results: dict[str, TaskResult]) -> None:
+    def remember(self, tenant: str, results: dict[str, TaskResult]) -> None:
         now = anyio.current_time()
         for task_id, result in results.items():
-            self._reads.pop(task_id, None)  # re-insert: the dict stays oldest-first
-            self._reads[task_id] = (now, result)
+            self._reads.pop((tenant, task_id), None)  # re-insert: the dict stays oldest-first
+            self._reads[(tenant, task_id)] = (now, result)
         while len(self._reads) > self._max_entries:
             del self._reads[next(iter(self._reads))]
 
@@ -93,13 +95,15 @@ async def wait_for_tasks(
     schedule: PollSchedule,
     report: Report,
     age: float = 0.0,
+    stop: threading.Event | None = None,
 ) -> dict[str, TaskResult]:
     """Poll until every task in `results` is finished or `budget` seconds have passed.
 
     The caller has just submitted or just looked, so the first poll comes one interval
     from now; `age` is how long the tasks have been running (the back-off continues from
     there). Transient API errors while waiting are logged and the wait goes on; other
-    errors propagate.
+    errors propagate. When `stop` is set (the server is shutting down) the wait ends at
+    once with what it has, so the caller still gets its task id and the next call to make.
     """
     start = anyio.current_time()
     deadline = start + budget
@@ -108,9 +112,11 @@ async def wait_for_tasks(
     last_poll = polled_at = start
     while any(not r.status.finished for r in results.values()):
         now = anyio.current_time()
-        if now >= deadline:
+        if now >= deadline or (stop is not None and stop.is_set()):
             break
-        await anyio.sleep(min(next_poll, deadline, now + schedule.heartbeat) - now)
+        await _sleep(min(next_poll, deadline, now + schedule.heartbeat) - now, stop)
+        if stop is not None and stop.is_set():
+            break
         now = anyio.current_time()
         if now >= next_poll:
             unfinished = [task_id for task_id, r in results.items() if not r.status.finished]
@@ -128,6 +134,16 @@ async def wait_for_tasks(
         since_poll = anyio.current_time() - polled_at
         await report(anyio.current_time() - start, budget, progress_message(_aged(results, since_poll)))
     return results
+
+
+async def _sleep(seconds: float, stop: threading.Event | None) -> None:
+    if stop is None:
+        await anyio.sleep(seconds)
+        return
+    end = anyio.current_time() + seconds
+    # `stop` is set from a signal handler, outside any event loop: look at it often.
+    while not stop.is_set() and (left := end - anyio.current_time()) > 0:  # noqa: ASYNC110
+        await anyio.sleep(min(left, 0.2))
 
 
 def _aged(results: dict[str, TaskResult], seconds: float) -> list[TaskResult]:

@@ -1,0 +1,233 @@
+"""Serving many users: real uvicorn processes on loopback, driven over streamable HTTP."""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import httpx2
+import pytest
+from mcp import Client
+from mcp.client.streamable_http import streamable_http_client
+
+from luma_mcp.results import TaskResult
+from luma_mcp.simulator import SimulatorServer
+
+from .conftest import text_of
+from .test_stdio import server_env
+
+KEY = "team-key-5f1e0c2a9b7d"
+TOKEN_A = "acedata-token-alice-111111"
+TOKEN_B = "acedata-token-bob-222222"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class HttpServer:
+    """`luma-mcp --transport http` as a real process on a free loopback port."""
+
+    def __init__(self, env: dict[str, str], *args: str, host: str = "127.0.0.1") -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "luma_mcp", "--transport", "http", "--host", host, "--port", str(self.port), *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+
+    def wait_ready(self) -> HttpServer:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited: {self.proc.stderr.read() if self.proc.stderr else ''}")
+            try:
+                if httpx.get(f"{self.url}/health", timeout=1).status_code == 200:
+                    return self
+            except httpx.TransportError:
+                time.sleep(0.1)
+        raise RuntimeError("server did not become healthy")
+
+    def stop(self) -> tuple[int, str, str]:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        stdout, stderr = self.proc.communicate(timeout=30)
+        return self.proc.returncode, stdout, stderr
+
+
+def http_env(sim_server: SimulatorServer, **extra: str) -> dict[str, str]:
+    return server_env(
+        ACEDATACLOUD_API_BASE_URL=sim_server.url,
+        LUMA_POLL_INITIAL_SECONDS="1",
+        LUMA_POLL_MAX_SECONDS="1",
+        LUMA_PROGRESS_INTERVAL_SECONDS="0.5",
+        **extra,
+    )
+
+
+@pytest.fixture
+def keyed_server(sim_server: SimulatorServer) -> Iterator[HttpServer]:
+    server = HttpServer(http_env(sim_server, ACEDATACLOUD_API_TOKEN=TOKEN_A, LUMA_MCP_API_KEYS=f"other-key,{KEY}"))
+    yield server.wait_ready()
+    server.stop()
+
+
+def client(url: str, bearer: str | None = None, **headers: str) -> Client:
+    if bearer:
+        headers["Authorization"] = f"Bearer {bearer}"
+    return Client(streamable_http_client(f"{url}/mcp", http_client=httpx2.AsyncClient(headers=headers, timeout=60)))
+
+
+INITIALIZE = {
+    "jsonrpc": "2.0",
+    "id": 1,
+    "method": "initialize",
+    "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}},
+}
+MCP_HEADERS = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
+
+
+def post(url: str, **headers: str) -> httpx.Response:
+    return httpx.post(f"{url}/mcp", json=INITIALIZE, headers={**MCP_HEADERS, **headers}, timeout=10)
+
+
+def test_keys_are_required_and_checked(keyed_server: HttpServer) -> None:
+    health = httpx.get(f"{keyed_server.url}/health")
+    assert health.status_code == 200 and health.json()["status"] == "ok"
+    for headers in ({}, {"Authorization": "Bearer wrong-key"}, {"Authorization": f"Basic {KEY}"}):
+        refused = post(keyed_server.url, **headers)
+        assert refused.status_code == 401
+        challenge = refused.headers["www-authenticate"]
+        assert challenge.startswith("Bearer") and "resource_metadata=" in challenge
+    assert post(keyed_server.url, Authorization=f"Bearer {KEY}").status_code == 200
+
+
+def test_bad_host_and_bad_origin_are_refused(keyed_server: HttpServer) -> None:
+    auth = {"Authorization": f"Bearer {KEY}"}
+    assert post(keyed_server.url, Host="attacker.example", **auth).status_code == 421
+    assert post(keyed_server.url, Origin="http://attacker.example", **auth).status_code == 403
+    assert post(keyed_server.url, Origin=f"http://localhost:{keyed_server.port}", **auth).status_code == 200
+
+
+@pytest.mark.anyio
+async def test_tools_over_http_with_progress(keyed_server: HttpServer, sim: Any) -> None:
+    sim.processing_seconds = 2
+    progress: list[str] = []
+
+    async def on_progress(value: float, total: float | None, message: str | None) -> None:
+        progress.append(message or "")
+
+    async with client(keyed_server.url, KEY) as c:
+        assert len((await c.list_tools()).tools) == 5
+        result = await c.call_tool(
+            "generate_video", {"prompt": "Fireflies over a meadow", "wait_seconds": 20}, progress_callback=on_progress
+        )
+        task = TaskResult.model_validate(result.structured_content)
+        assert task.status == "succeeded" and task.video_url in text_of(result)
+    assert progress[0] == f"Task {task.task_id}: submitted" and progress[-1] == f"Task {task.task_id}: done"
+    assert any("generating for" in m for m in progress)
+
+
+def test_refuses_a_public_address_without_auth(sim_server: SimulatorServer) -> None:
+    server = HttpServer(http_env(sim_server, ACEDATACLOUD_API_TOKEN=TOKEN_A), host="0.0.0.0")  # noqa: S104
+    code, _, stderr = server.stop() if server.proc.wait(timeout=30) is not None else (None, "", "")
+    assert code == 2
+    assert "Refusing to listen on 0.0.0.0 without authentication" in stderr and "LUMA_MCP_API_KEYS" in stderr
+
+
+@pytest.mark.anyio
+async def test_passthrough_tenants_are_isolated(sim_server: SimulatorServer, private_folders: Path) -> None:
+    sim_server.simulator.valid_tokens = {TOKEN_A, TOKEN_B}
+    server = HttpServer(http_env(sim_server, LUMA_MCP_AUTH="passthrough")).wait_ready()
+    try:
+        async with client(server.url, TOKEN_A) as alice:
+            made = await alice.call_tool("generate_video", {"prompt": "A shared idea", "wait_seconds": 20})
+            task = TaskResult.model_validate(made.structured_content)
+            assert task.status == "succeeded"
+            saved = await alice.call_tool("download_video", {"task_id": task.task_id})
+            assert not saved.is_error
+        async with client(server.url, TOKEN_B) as bob:
+            seen = await bob.call_tool("get_task", {"task_id": task.task_id})
+            assert seen.is_error and "No task with id" in text_of(seen)
+            assert (await bob.call_tool("list_tasks", {})).structured_content == {"tasks": []}
+            stolen = await bob.call_tool("download_video", {"task_id": task.task_id})
+            assert stolen.is_error and "No task with id" in text_of(stolen)
+            own = await bob.call_tool("generate_video", {"prompt": "A shared idea", "wait_seconds": 0})
+            assert TaskResult.model_validate(own.structured_content).task_id != task.task_id  # not reused across
+        async with client(server.url, "not-a-real-token") as mallory:
+            denied = await mallory.call_tool("generate_video", {"prompt": "x"})
+            assert denied.is_error and "invalid" in text_of(denied).lower()
+    finally:
+        server.stop()
+    assert sim_server.simulator.count("/luma/videos") == 3
+    submits = [r.authorization for r in sim_server.simulator.requests if r.path == "/luma/videos"]
+    assert submits == [f"Bearer {TOKEN_A}", f"Bearer {TOKEN_B}", "Bearer not-a-real-token"]
+    ledger = (private_folders / "ledger.sqlite3").read_bytes()
+    assert TOKEN_A.encode() not in ledger and TOKEN_B.encode() not in ledger
+    with sqlite3.connect(private_folders / "ledger.sqlite3") as db:
+        tenants = {row[0] for row in db.execute("SELECT tenant FROM tasks WHERE state = 'accepted'")}
+    assert len(tenants) == 2 and all(len(t) == 64 for t in tenants)  # sha256 hex, one per caller
+    saved_files = [p for p in (private_folders / "videos").rglob("*.mp4")]
+    assert len(saved_files) == 1 and saved_files[0].parent.name in {t[:16] for t in tenants}
+
+
+def test_sigterm_during_a_wait_answers_the_call_and_leaves_the_ledger_whole(
+    sim_server: SimulatorServer, private_folders: Path
+) -> None:
+    sim_server.simulator.processing_seconds = 60
+    server = HttpServer(http_env(sim_server, ACEDATACLOUD_API_TOKEN=TOKEN_A, LUMA_MCP_API_KEYS=KEY)).wait_ready()
+    headers = {**MCP_HEADERS, "Authorization": f"Bearer {KEY}"}
+    call = {
+        "jsonrpc": "2.0",
+        "id": 2,
+        "method": "tools/call",
+        "params": {
+            "name": "generate_video",
+            "arguments": {"prompt": "Long exposure city", "wait_seconds": 45},
+            "_meta": {"progressToken": "p"},
+        },
+    }
+    answer: dict[str, Any] | None = None
+    with httpx.Client(base_url=server.url, headers=headers, timeout=30) as http:
+        session = http.post("/mcp", json=INITIALIZE).headers.get("mcp-session-id")
+        if session:
+            http.headers["mcp-session-id"] = session
+        http.post("/mcp", json={"jsonrpc": "2.0", "method": "notifications/initialized"})
+        started = 0.0
+        with http.stream("POST", "/mcp", json=call) as stream:
+            for line in stream.iter_lines():
+                if not line.startswith("data:"):
+                    continue
+                message = json.loads(line[5:])
+                if message.get("method") == "notifications/progress" and not started:
+                    started = time.monotonic()
+                    server.proc.send_signal(signal.SIGTERM)  # mid-wait
+                if message.get("id") == 2:
+                    answer = message
+                    break
+    code, _, stderr = server.stop()
+    stopped_in = time.monotonic() - started
+    # uvicorn shuts down gracefully, then re-raises the signal so the exit status tells of it.
+    assert code in (0, -signal.SIGTERM) and stopped_in < 5, stderr
+    assert "Finished server process" in stderr and "Traceback" not in stderr
+    # The waiting call was answered, not cut off: its task id and the next call to make.
+    assert answer is not None and not answer["result"].get("isError")
+    task = TaskResult.model_validate(answer["result"]["structuredContent"])
+    assert task.status in ("pending", "processing") and task.next_call and task.task_id in task.next_call
+    with sqlite3.connect(private_folders / "ledger.sqlite3") as db:
+        rows = db.execute("SELECT task_id, state FROM tasks").fetchall()
+    assert rows == [(task.task_id, "accepted")]
