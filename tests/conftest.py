@@ -16,6 +16,8 @@ from luma_mcp.server import create_server
 from luma_mcp.simulator import Simulator, SimulatorServer
 from luma_mcp.waiting import PollSchedule
 
+from .postgres import fresh_database, postgres_server  # noqa: F401 (a fixture, shared by every test file)
+
 EXAMPLES = Path(__file__).parent / "fixtures" / "luma-api-examples"
 # A canary: tests search every message, log record and result for it.
 CANARY_TOKEN = "sk-canary-7f3c9b1e5d2a4c68"
@@ -57,6 +59,11 @@ async def luma(sim_server: SimulatorServer) -> AsyncIterator[LumaClient]:
         token=SecretStr(CANARY_TOKEN), base_url=sim_server.url, timeout=5.0, retry=FAST_RETRY
     ) as client:
         yield client
+
+
+@pytest.fixture
+def postgres_url(postgres_server: str) -> str:  # noqa: F811 (the fixture imported above)
+    return fresh_database(postgres_server)
 
 
 # --- the MCP server, in memory ----------------------------------------------------------

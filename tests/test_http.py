@@ -19,7 +19,7 @@ import pytest
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 
-from luma_mcp.results import TaskResult
+from luma_mcp.results import TaskList, TaskResult
 from luma_mcp.simulator import SimulatorServer
 
 from .conftest import text_of
@@ -231,3 +231,36 @@ def test_sigterm_during_a_wait_answers_the_call_and_leaves_the_ledger_whole(
     with sqlite3.connect(private_folders / "ledger.sqlite3") as db:
         rows = db.execute("SELECT task_id, state FROM tasks").fetchall()
     assert rows == [(task.task_id, "accepted")]
+
+
+@pytest.mark.anyio
+async def test_two_replicas_share_a_postgres_ledger(
+    sim_server: SimulatorServer, postgres_url: str, private_folders: Path
+) -> None:
+    sim_server.simulator.processing_seconds = 1.5
+    env = http_env(sim_server, ACEDATACLOUD_API_TOKEN=TOKEN_A, LUMA_MCP_API_KEYS=KEY, LUMA_LEDGER_URL=postgres_url)
+    one, two = HttpServer(env).wait_ready(), HttpServer(env).wait_ready()
+    try:
+        async with client(one.url, KEY) as first, client(two.url, KEY) as second:
+            made = await first.call_tool("generate_video", {"prompt": "Two replicas, one ledger", "wait_seconds": 0})
+            task_id = TaskResult.model_validate(made.structured_content).task_id
+            listed = (await second.call_tool("list_tasks", {})).structured_content
+            assert listed is not None and [row["task_id"] for row in listed["tasks"]] == [task_id]
+            # A host retrying through the other replica pays nothing more.
+            again = await second.call_tool("generate_video", {"prompt": "Two replicas, one ledger", "wait_seconds": 0})
+            assert TaskResult.model_validate(again.structured_content).task_id == task_id
+            keyed = [
+                await replica.call_tool(
+                    "generate_video", {"prompt": "keyed", "idempotency_key": "k-1", "wait_seconds": 0}
+                )
+                for replica in (first, second)
+            ]
+            assert len({TaskResult.model_validate(r.structured_content).task_id for r in keyed}) == 1
+            waited = await second.call_tool("get_task", {"task_id": task_id, "wait_seconds": 20})
+            assert TaskList.model_validate(waited.structured_content).tasks[0].status == "succeeded"
+            saved = await second.call_tool("download_video", {"task_id": task_id})
+            assert not saved.is_error, text_of(saved)
+        assert sim_server.simulator.count("/luma/videos") == 2
+    finally:
+        one.stop()
+        two.stop()

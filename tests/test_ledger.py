@@ -5,12 +5,22 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import anyio
 import pytest
 
-from luma_mcp.ledger import SCHEMA_VERSION, Ledger, LedgerError, SpendingLimitError, SpendingLimits, SubmitState
+from luma_mcp.ledger import (
+    SCHEMA_VERSION,
+    Ledger,
+    LedgerError,
+    PostgresLedger,
+    SpendingLimitError,
+    SpendingLimits,
+    SQLiteLedger,
+    SubmitState,
+)
 from luma_mcp.models import TaskStatus
 from luma_mcp.results import TaskResult
 
@@ -19,9 +29,23 @@ pytestmark = pytest.mark.anyio
 PARAMS = {"action": "generate", "prompt": "a fox"}
 
 
+@pytest.fixture(params=["sqlite", "postgres"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Where a ledger lives: the same tests run against both backends."""
+    if request.param == "sqlite":
+        return str(tmp_path / "ledger.sqlite3")
+    return str(request.getfixturevalue("postgres_url"))
+
+
+def open_store(store: str) -> Ledger:
+    return PostgresLedger(store) if store.startswith("postgresql://") else SQLiteLedger(Path(store))
+
+
 @pytest.fixture
-def ledger(tmp_path: Path) -> Ledger:
-    return Ledger(tmp_path / "ledger.sqlite3")
+def ledger(store: str) -> Iterator[Ledger]:
+    opened = open_store(store)
+    yield opened
+    opened.close()
 
 
 def pending(task_id: str) -> TaskResult:
@@ -129,32 +153,38 @@ async def test_recent_pages_filters_and_cursor(ledger: Ledger) -> None:
         await ledger.recent("", cursor="not-a-cursor")
 
 
-async def test_reopening_keeps_rows_and_refuses_a_newer_schema(tmp_path: Path) -> None:
-    path = tmp_path / "ledger.sqlite3"
-    first = Ledger(path)
+async def test_reopening_keeps_rows_and_refuses_a_newer_schema(store: str) -> None:
+    first = open_store(store)
     reservation = await first.reserve("", "generate", PARAMS)
     await first.accept(reservation.entry.row_id, "t1", pending("t1"))
     first.close()
-    again = Ledger(path)
+    again = open_store(store)
     assert (await again.find("", ["t1"]))["t1"].prompt == "a fox"
     again.close()
-    with sqlite3.connect(path) as db:
-        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
-        db.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    if store.startswith("postgresql://"):
+        import psycopg
+
+        with psycopg.connect(store, autocommit=True) as db:
+            assert db.execute("SELECT version FROM luma_schema").fetchone() == (SCHEMA_VERSION,)
+            db.execute("UPDATE luma_schema SET version = %s", (SCHEMA_VERSION + 1,))
+    else:
+        with sqlite3.connect(store) as db:
+            assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+            db.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    newer = open_store(store)
     with pytest.raises(LedgerError, match="newer luma-mcp"):
-        await Ledger(path).find("", ["t1"])
+        await newer.find("", ["t1"])
 
 
-def test_two_ledgers_on_one_file_lose_nothing(tmp_path: Path) -> None:
-    """Two server processes share one file: every reservation lands once, one key gives one row."""
-    path = tmp_path / "ledger.sqlite3"
+def test_two_ledgers_on_one_store_lose_nothing(store: str) -> None:
+    """Two servers share one store: every reservation lands once, one key gives one row."""
     errors: list[BaseException] = []
     row_ids: list[int] = []
     lock = threading.Lock()
 
     def writer(name: str) -> None:
         async def work() -> None:
-            ledger = Ledger(path)
+            ledger = open_store(store)
             for i in range(40):
                 r = await ledger.reserve("", "generate", {"prompt": f"{name}-{i}"}, dedupe_window=300)
                 await ledger.accept(r.entry.row_id, f"{name}-{i}", pending(f"{name}-{i}"))
@@ -176,8 +206,9 @@ def test_two_ledgers_on_one_file_lose_nothing(tmp_path: Path) -> None:
         thread.join(timeout=60)
     assert not errors, errors
     assert time.monotonic() - started < 60
-    with sqlite3.connect(path) as db:
-        rows = db.execute("SELECT task_id, idempotency_key FROM tasks").fetchall()
+    reader = open_store(store)
+    rows = [(e.task_id, e.idempotency_key) for e in anyio.run(lambda: reader.recent("", limit=500))[0]]
+    reader.close()
     assert len(rows) == 81  # 40 + 40 + one row for the shared key
     assert len({task_id for task_id, _ in rows if task_id}) == 80
     assert len(set(row_ids)) == 1

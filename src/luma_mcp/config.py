@@ -54,6 +54,7 @@ class Settings(BaseSettings):
     download_dir: Path = Field(
         default_factory=lambda: platformdirs.user_videos_path() / "luma-mcp", validation_alias="LUMA_DOWNLOAD_DIR"
     )
+    ledger_url: SecretStr | None = Field(default=None, validation_alias="LUMA_LEDGER_URL")
     max_download_mb: float = Field(default=512, gt=0, validation_alias="LUMA_MAX_DOWNLOAD_MB")
 
     # Paying once: an identical request within this window returns the earlier task.

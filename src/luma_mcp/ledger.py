@@ -1,8 +1,11 @@
 """The task ledger: every submit written down before it is sent, so no paid video is lost.
 
-An embedded SQLite database (WAL mode, so several server processes can share one file).
-Write order: a row is reserved before the request leaves (`reserve`), the upstream task
-id is recorded the moment it is known (`accept`), before the tool reports progress or
+Two backends share all of the logic below: an embedded SQLite file (WAL mode, so several
+server processes on one machine can share it) and PostgreSQL (`LUMA_LEDGER_URL`, for a
+fleet of replicas). Both run plain DB-API code in a worker thread.
+
+Write order: a row is reserved before the request leaves (`reserve`), the upstream task id
+is recorded the moment it is known (`accept`), before the tool reports progress or
 returns, and every later status is recorded as it is read (`record`). A finished task's
 result never changes, so it is served from here without asking upstream again.
 
@@ -22,21 +25,25 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from urllib.parse import urlsplit, urlunsplit
 
 import anyio
 
 from luma_mcp.results import TaskResult
 
+if TYPE_CHECKING:
+    from luma_mcp.config import Settings
+
 T = TypeVar("T")
 
 # Each migration moves the schema one version up; old rows are kept.
-MIGRATIONS: list[str] = [
+SQLITE_MIGRATIONS: list[str] = [
     """
     CREATE TABLE tasks (
         row_id          INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -59,7 +66,39 @@ MIGRATIONS: list[str] = [
     CREATE INDEX tasks_by_fingerprint ON tasks (tenant, fingerprint, created_at DESC);
     """,
 ]
-SCHEMA_VERSION = len(MIGRATIONS)
+POSTGRES_MIGRATIONS: list[str] = [
+    """
+    CREATE TABLE tasks (
+        row_id          BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        tenant          TEXT NOT NULL,
+        task_id         TEXT,
+        action          TEXT NOT NULL,
+        params          TEXT NOT NULL,
+        fingerprint     TEXT NOT NULL,
+        idempotency_key TEXT,
+        state           TEXT NOT NULL,
+        status          TEXT,
+        result          TEXT,
+        error           TEXT,
+        created_at      DOUBLE PRECISION NOT NULL,
+        updated_at      DOUBLE PRECISION NOT NULL
+    );
+    CREATE UNIQUE INDEX tasks_by_task_id ON tasks (tenant, task_id) WHERE task_id IS NOT NULL;
+    CREATE UNIQUE INDEX tasks_by_key ON tasks (tenant, idempotency_key) WHERE idempotency_key IS NOT NULL;
+    CREATE INDEX tasks_by_time ON tasks (tenant, created_at DESC, row_id DESC);
+    CREATE INDEX tasks_by_fingerprint ON tasks (tenant, fingerprint, created_at DESC);
+    """,
+]
+SCHEMA_VERSION = len(SQLITE_MIGRATIONS)
+assert len(POSTGRES_MIGRATIONS) == SCHEMA_VERSION, "every migration is written for both backends"
+
+
+class Sql(Protocol):
+    """The slice of DB-API both backends offer the ledger's queries (written with `?`)."""
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> Any: ...
+
+    def executemany(self, sql: str, rows: Sequence[Sequence[Any]], /) -> Any: ...
 
 
 class SubmitState(StrEnum):
@@ -123,76 +162,34 @@ def _iso(timestamp: float) -> str:
 
 
 class Ledger:
-    """SQLite-backed ledger. Methods are async; the blocking work runs in a worker thread."""
+    """The ledger's rules, over a backend that runs `work(sql)` in one transaction."""
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        # Opened on first use (in a worker thread), so start-up and tools/list never wait on disk.
-        self._db: sqlite3.Connection | None = None
-        self._lock = threading.Lock()
+    where: str  # for messages: the file or database this ledger lives in
 
-    # --- plumbing ----------------------------------------------------------------------
+    async def _transaction(self, work: Callable[[Sql], T], *, write: bool) -> T:
+        raise NotImplementedError
 
-    def _connect(self) -> sqlite3.Connection:
-        if self._db is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            # One connection per process, used by one thread at a time; other processes
-            # coordinate through SQLite's file locks (busy_timeout waits for them).
-            db = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
-            db.row_factory = sqlite3.Row
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=NORMAL")
-            db.execute("PRAGMA busy_timeout=30000")
-            self._migrate(db)
-            self._db = db
-        return self._db
+    def _serialize(self, sql: Sql, tenant: str) -> None:
+        """Make concurrent reservations of one tenant take turns (the backend's way)."""
 
-    def _migrate(self, db: sqlite3.Connection) -> None:
-        db.execute("BEGIN IMMEDIATE")  # two processes starting at once migrate one at a time
-        try:
-            version = db.execute("PRAGMA user_version").fetchone()[0]
-            if version > SCHEMA_VERSION:
-                raise LedgerError(
-                    f"The ledger at {self.path} was written by a newer luma-mcp (schema {version}); "
-                    "upgrade luma-mcp or point LUMA_LEDGER_PATH elsewhere."
-                )
-            for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
-                for statement in filter(str.strip, script.split(";")):
-                    db.execute(statement)
-                db.execute(f"PRAGMA user_version = {number}")
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-
-    async def _run(self, work: Callable[[sqlite3.Connection], T], write: bool = False) -> T:
-        def locked() -> T:
-            with self._lock:
-                db = self._connect()
-                if not write:
-                    return work(db)
-                db.execute("BEGIN IMMEDIATE")  # take the write lock before reading
-                try:
-                    outcome = work(db)
-                except BaseException:
-                    db.execute("ROLLBACK")
-                    raise
-                db.execute("COMMIT")
-                return outcome
-
+    async def _run(self, work: Callable[[Sql], T], write: bool = False) -> T:
         # Shielded: a cancelled tool call must not leave a write half done.
         with anyio.CancelScope(shield=True):
-            outcome = await anyio.to_thread.run_sync(locked)
+            outcome = await self._transaction(work, write=write)
         return outcome
 
     def close(self) -> None:
-        with self._lock:
-            if self._db is not None:
-                self._db.close()
-                self._db = None
+        pass
+
+    def _check_version(self, version: int) -> None:
+        if version > SCHEMA_VERSION:
+            raise LedgerError(
+                f"The ledger at {self.where} was written by a newer luma-mcp (schema {version}); "
+                "upgrade luma-mcp or point the server at another ledger."
+            )
 
     @staticmethod
-    def _entry(row: sqlite3.Row) -> LedgerEntry:
+    def _entry(row: Any) -> LedgerEntry:
         return LedgerEntry(
             row_id=row["row_id"],
             tenant=row["tenant"],
@@ -223,7 +220,8 @@ class Ledger:
         """Write the intent to submit, or return the earlier submit that answers it."""
         digest = fingerprint(action, params)
 
-        def work(db: sqlite3.Connection) -> Reservation:
+        def work(db: Sql) -> Reservation:
+            self._serialize(db, tenant)
             now = time.time()
             if idempotency_key is not None:
                 row = db.execute(
@@ -255,7 +253,7 @@ class Ledger:
         return await self._run(work, write=True)
 
     @staticmethod
-    def _check_limits(db: sqlite3.Connection, tenant: str, limits: SpendingLimits, now: float) -> None:
+    def _check_limits(db: Sql, tenant: str, limits: SpendingLimits, now: float) -> None:
         for limit, window, name in ((limits.per_hour, 3600, "hour"), (limits.per_day, 86400, "day")):
             if not limit:
                 continue
@@ -276,7 +274,7 @@ class Ledger:
                 )
 
     async def accept(self, row_id: int, task_id: str, result: TaskResult) -> None:
-        def work(db: sqlite3.Connection) -> None:
+        def work(db: Sql) -> None:
             db.execute(
                 "UPDATE tasks SET task_id = ?, state = ?, status = ?, result = ?, updated_at = ? WHERE row_id = ?",
                 (task_id, SubmitState.ACCEPTED, result.status, result.model_dump_json(), time.time(), row_id),
@@ -287,7 +285,7 @@ class Ledger:
     async def refuse(self, row_id: int, error: str) -> None:
         """Nothing started: the key and the request are free to be tried again."""
 
-        def work(db: sqlite3.Connection) -> None:
+        def work(db: Sql) -> None:
             db.execute(
                 "UPDATE tasks SET state = ?, error = ?, idempotency_key = NULL, updated_at = ? WHERE row_id = ?",
                 (SubmitState.REFUSED, error, time.time(), row_id),
@@ -298,7 +296,7 @@ class Ledger:
     async def lose(self, row_id: int, error: str) -> None:
         """The request went out and no answer came: keep the row, say so, allow a new take."""
 
-        def work(db: sqlite3.Connection) -> None:
+        def work(db: Sql) -> None:
             db.execute(
                 "UPDATE tasks SET state = ?, error = ?, updated_at = ? WHERE row_id = ?",
                 (SubmitState.LOST, error, time.time(), row_id),
@@ -317,7 +315,7 @@ class Ledger:
         if not rows:
             return
 
-        def work(db: sqlite3.Connection) -> None:
+        def work(db: Sql) -> None:
             db.executemany(
                 "UPDATE tasks SET status = ?, result = ?, updated_at = ? WHERE tenant = ? AND task_id = ? "
                 "AND COALESCE(status, '') NOT IN ('succeeded', 'failed')",
@@ -327,7 +325,7 @@ class Ledger:
         await self._run(work, write=True)
 
     async def entry(self, row_id: int) -> LedgerEntry:
-        def work(db: sqlite3.Connection) -> LedgerEntry:
+        def work(db: Sql) -> LedgerEntry:
             return self._entry(db.execute("SELECT * FROM tasks WHERE row_id = ?", (row_id,)).fetchone())
 
         return await self._run(work)
@@ -336,7 +334,7 @@ class Ledger:
         if not task_ids:
             return {}
 
-        def work(db: sqlite3.Connection) -> dict[str, LedgerEntry]:
+        def work(db: Sql) -> dict[str, LedgerEntry]:
             marks = ",".join("?" * len(task_ids))
             rows = db.execute(
                 f"SELECT * FROM tasks WHERE tenant = ? AND task_id IN ({marks})",  # noqa: S608 (placeholders only)
@@ -377,7 +375,7 @@ class Ledger:
             where.append("(created_at < ? OR (created_at = ? AND row_id < ?))")
             args += [created_at, created_at, row_id]
 
-        def work(db: sqlite3.Connection) -> tuple[list[LedgerEntry], str | None]:
+        def work(db: Sql) -> tuple[list[LedgerEntry], str | None]:
             rows = db.execute(
                 f"SELECT * FROM tasks WHERE {' AND '.join(where)} "  # noqa: S608 (fixed clauses, placeholders)
                 "ORDER BY created_at DESC, row_id DESC LIMIT ?",
@@ -388,6 +386,156 @@ class Ledger:
             return entries, encode_cursor(entries[-1]) if more and entries else None
 
         return await self._run(work)
+
+
+class SQLiteLedger(Ledger):
+    """One file; several processes on one machine share it through SQLite's locks."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.where = str(path)
+        # Opened on first use (in a worker thread), so start-up and tools/list never wait on disk.
+        self._db: sqlite3.Connection | None = None
+        self._lock = threading.Lock()
+
+    def _connect(self) -> sqlite3.Connection:
+        if self._db is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            # One connection per process, used by one thread at a time; other processes
+            # coordinate through SQLite's file locks (busy_timeout waits for them).
+            db = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
+            db.row_factory = sqlite3.Row
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.execute("PRAGMA busy_timeout=30000")
+            self._in_transaction(db, self._migrate)
+            self._db = db
+        return self._db
+
+    def _migrate(self, db: Sql) -> None:
+        version = db.execute("PRAGMA user_version").fetchone()[0]
+        self._check_version(version)
+        for number, script in enumerate(SQLITE_MIGRATIONS[version:], start=version + 1):
+            for statement in filter(str.strip, script.split(";")):
+                db.execute(statement)
+            db.execute(f"PRAGMA user_version = {number}")
+
+    @staticmethod
+    def _in_transaction(db: sqlite3.Connection, work: Callable[[Sql], T]) -> T:
+        db.execute("BEGIN IMMEDIATE")  # the write lock up front: every writer takes turns
+        try:
+            outcome = work(db)
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+        return outcome
+
+    async def _transaction(self, work: Callable[[Sql], T], *, write: bool) -> T:
+        def locked() -> T:
+            with self._lock:
+                db = self._connect()
+                return self._in_transaction(db, work) if write else work(db)
+
+        return await anyio.to_thread.run_sync(locked)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._db is not None:
+                self._db.close()
+                self._db = None
+
+
+class _PostgresSql:
+    """psycopg spelled like the ledger's queries: `?` placeholders become `%s`."""
+
+    def __init__(self, connection: Any) -> None:
+        self._connection = connection
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        return self._connection.execute(sql.replace("?", "%s"), params)
+
+    def executemany(self, sql: str, rows: Sequence[Sequence[Any]], /) -> None:
+        with self._connection.cursor() as cursor:
+            cursor.executemany(sql.replace("?", "%s"), rows)
+
+
+class PostgresLedger(Ledger):
+    """A PostgreSQL database shared by any number of replicas (psycopg 3 with a pool)."""
+
+    def __init__(self, url: str, *, max_connections: int = 10) -> None:
+        try:
+            from psycopg.rows import dict_row
+            from psycopg_pool import ConnectionPool
+        except ImportError as exc:
+            raise LedgerError(
+                "LUMA_LEDGER_URL names PostgreSQL, but psycopg is not installed: pip install 'luma-mcp[postgres]'."
+            ) from exc
+        self.where = _without_password(url)
+        self._pool = ConnectionPool(
+            url, min_size=0, max_size=max_connections, kwargs={"row_factory": dict_row}, open=False
+        )
+        self._opened = False
+        self._open_lock = threading.Lock()
+
+    def _open(self) -> None:
+        with self._open_lock:
+            if not self._opened:
+                self._pool.open(wait=True, timeout=30)
+                with self._pool.connection() as connection, connection.transaction():
+                    self._migrate(_PostgresSql(connection))
+                self._opened = True
+
+    def _migrate(self, db: Sql) -> None:
+        db.execute("SELECT pg_advisory_xact_lock(7362001)")  # replicas starting together migrate in turn
+        db.execute("CREATE TABLE IF NOT EXISTS luma_schema (version INTEGER NOT NULL)")
+        row = db.execute("SELECT version FROM luma_schema").fetchone()
+        version = row["version"] if row else 0
+        self._check_version(version)
+        for script in POSTGRES_MIGRATIONS[version:]:
+            for statement in filter(str.strip, script.split(";")):
+                db.execute(statement)
+        if row is None:
+            db.execute("INSERT INTO luma_schema (version) VALUES (?)", (SCHEMA_VERSION,))
+        elif version < SCHEMA_VERSION:
+            db.execute("UPDATE luma_schema SET version = ?", (SCHEMA_VERSION,))
+
+    def _serialize(self, sql: Sql, tenant: str) -> None:
+        # Duplicate checks and spending limits read, then insert: one tenant's reservations
+        # take turns across every replica (released at commit).
+        sql.execute("SELECT pg_advisory_xact_lock(hashtext(?))", (tenant,))
+
+    async def _transaction(self, work: Callable[[Sql], T], *, write: bool) -> T:
+        def run() -> T:
+            self._open()
+            with self._pool.connection() as connection, connection.transaction():
+                return work(_PostgresSql(connection))
+
+        return await anyio.to_thread.run_sync(run)
+
+    def close(self) -> None:
+        self._pool.close()
+
+
+def _without_password(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def open_ledger(settings: Settings) -> Ledger:
+    """PostgreSQL when LUMA_LEDGER_URL is set, else the SQLite file at LUMA_LEDGER_PATH."""
+    if settings.ledger_url is not None:
+        url = settings.ledger_url.get_secret_value()
+        if not url.startswith(("postgresql://", "postgres://")):
+            raise LedgerError(
+                f"LUMA_LEDGER_URL must be a postgresql:// URL (got {_without_password(url).split(':')[0]}:); "
+                "for SQLite set LUMA_LEDGER_PATH instead."
+            )
+        return PostgresLedger(url)
+    return SQLiteLedger(settings.ledger_path)
 
 
 def encode_cursor(entry: LedgerEntry) -> str:

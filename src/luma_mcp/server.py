@@ -33,7 +33,7 @@ from luma_mcp.client import MAX_BATCH, LumaClient
 from luma_mcp.config import TOKEN_ENV, AspectRatio, Settings
 from luma_mcp.download import DownloadError, human_size
 from luma_mcp.errors import LumaError
-from luma_mcp.ledger import Ledger, LedgerError
+from luma_mcp.ledger import Ledger, LedgerError, open_ledger
 from luma_mcp.models import ExtendRequest, GenerateRequest, TaskStatus, VideoRequest
 from luma_mcp.prompts import storyboard as storyboard_text
 from luma_mcp.prompts import video_prompt as video_prompt_text
@@ -164,7 +164,7 @@ def create_server(
 
     @asynccontextmanager
     async def lifespan(_: MCPServer[AppState]) -> AsyncIterator[AppState]:
-        ledger = Ledger(settings.ledger_path)
+        ledger = open_ledger(settings)
         try:
             async with LumaClient.from_settings(settings) as luma:
                 reads = RecentReads(poll_schedule.min_interval)
