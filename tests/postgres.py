@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import glob
 import os
+import pwd
 import shutil
 import socket
 import subprocess
@@ -45,15 +46,23 @@ def _as_postgres_user(command: list[str]) -> list[str]:
     return ["runuser", "-u", "postgres", "--", *command] if os.geteuid() == 0 else command
 
 
+def _has_postgres_user() -> bool:
+    try:
+        pwd.getpwnam("postgres")
+    except KeyError:
+        return False
+    return True
+
+
 @pytest.fixture(scope="session")
 def postgres_server() -> Iterator[str]:
     """The base URL (no database) of a running PostgreSQL server."""
     binaries = _binaries()
-    if binaries is None:
+    if binaries is None or (os.geteuid() == 0 and not _has_postgres_user()):
         reason = _install()
         binaries = _binaries()
-        if binaries is None:
-            pytest.skip(reason or "PostgreSQL could not be found after installing it")
+        if binaries is None or (os.geteuid() == 0 and not _has_postgres_user()):
+            pytest.skip(reason or "PostgreSQL (or its system user) could not be found after installing it")
     data = Path(tempfile.mkdtemp(prefix="luma-pg-"))
     if os.geteuid() == 0:
         shutil.chown(data, "postgres", "postgres")

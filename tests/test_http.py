@@ -264,3 +264,27 @@ async def test_two_replicas_share_a_postgres_ledger(
     finally:
         one.stop()
         two.stop()
+
+
+def test_cors_for_browser_clients(sim_server: SimulatorServer) -> None:
+    app = "https://app.example.com"
+    server = HttpServer(
+        http_env(sim_server, ACEDATACLOUD_API_TOKEN=TOKEN_A, LUMA_MCP_API_KEYS=KEY, LUMA_MCP_CORS_ORIGINS=app)
+    )
+    try:
+        server.wait_ready()
+        preflight = httpx.options(
+            f"{server.url}/mcp",
+            headers={
+                "Origin": app,
+                "Access-Control-Request-Method": "POST",
+                "Access-Control-Request-Headers": "authorization, content-type, mcp-protocol-version",
+            },
+        )
+        assert preflight.status_code == 200 and preflight.headers["access-control-allow-origin"] == app
+        answer = post(server.url, Origin=app, Authorization=f"Bearer {KEY}")
+        assert answer.status_code == 200 and answer.headers["access-control-allow-origin"] == app
+        assert "mcp-session-id" in answer.headers["access-control-expose-headers"].lower()
+        assert post(server.url, Origin="https://other.example", Authorization=f"Bearer {KEY}").status_code == 403
+    finally:
+        server.stop()
