@@ -463,3 +463,20 @@ async def test_prompts_add_real_guidance(mcp_client: Client) -> None:
     board = (await mcp_client.get_prompt("storyboard", {"story": "a day at sea", "shots": "4"})).messages
     text = board[0].content.text  # type: ignore[union-attr]
     assert "4 shots" in text and "extend_video(video_id=" in text and "Never submit a shot twice" in text
+
+
+async def test_a_crash_still_tells_the_model_what_to_do(
+    sim_server: SimulatorServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    server = create_server(make_settings(sim_server.url))
+
+    @server.tool()
+    def broken() -> str:  # stands in for a bug anywhere in a tool
+        raise RuntimeError("internal detail that must not leak")
+
+    async with Client(server) as client:
+        result = await client.call_tool("broken", {})
+    text = text_of(result)
+    assert result.is_error and "broken failed inside luma-mcp (RuntimeError)" in text and "list_tasks" in text
+    assert "internal detail" not in text
+    assert any("internal detail" in str(r.exc_info) for r in caplog.records if r.exc_info)

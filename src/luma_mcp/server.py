@@ -11,6 +11,7 @@ text the model can act on.
 import inspect
 import ipaddress
 import json
+import logging
 import threading
 from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
@@ -24,7 +25,7 @@ from mcp.server.auth.middleware.auth_context import get_access_token
 from mcp.server.auth.provider import TokenVerifier
 from mcp.server.auth.settings import AuthSettings
 from mcp.server.mcpserver import Context
-from mcp.server.mcpserver.exceptions import ResourceError, ToolError
+from mcp.server.mcpserver.exceptions import ResourceError, ToolError, UnexpectedToolError
 from mcp.types import CallToolResult, ContentBlock, ResourceLink, TextContent, Tool, ToolAnnotations
 from pydantic import BaseModel, Field, SecretStr
 
@@ -43,6 +44,7 @@ from luma_mcp.service import OPERATOR, ListedTask, SavedVideo, ServiceError, Vid
 from luma_mcp.waiting import PollSchedule, RecentReads
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 INSTRUCTIONS = (
     "Makes short videos (about 5 s each) with Luma Dream Machine. generate_video and extend_video each start "
@@ -100,7 +102,17 @@ class LumaMCPServer(MCPServer["AppState"]):
                     f"{name} has no argument {', '.join(unknown)}. Its arguments are: {', '.join(sorted(known))}. "
                     "Luma takes no duration, resolution, seed or negative prompt: describe what you want in the prompt."
                 )
-        return await super().call_tool(name, arguments, context)
+        try:
+            return await super().call_tool(name, arguments, context)
+        except UnexpectedToolError as exc:
+            # A bug, not a refusal: log it whole, and still tell the model something it can use
+            # (the SDK's own text would be a bare "Error executing tool").
+            log.error("%s crashed", name, exc_info=exc.__cause__ or exc)
+            cause = type(exc.__cause__).__name__ if exc.__cause__ else "error"
+            raise ToolError(
+                f"{name} failed inside luma-mcp ({cause}); the details are in the server's log. "
+                "Anything already submitted is in list_tasks: check there before submitting again."
+            ) from None
 
 
 @dataclass
