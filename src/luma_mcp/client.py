@@ -264,7 +264,10 @@ class LumaClient:
             return model.model_validate(data)
         except ValidationError:
             trace = data.get("trace_id") if isinstance(data.get("trace_id"), str) else None
-            raise LumaResponseError(f"The API answer was not understood: {what}", trace_id=trace) from None
+            # It was a 200: for a submit, a task may exist that this answer failed to name.
+            raise LumaResponseError(
+                f"The API answer was not understood: {what}", status_code=200, trace_id=trace
+            ) from None
 
 
 def _transient(exc: BaseException) -> bool:

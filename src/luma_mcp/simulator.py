@@ -46,6 +46,8 @@ REFUSE_MARKER = "sim:refuse"
 FaultKind = Literal[
     # API answers: status codes, bodies that are not the JSON promised, connections that break
     "429", "500", "502", "503", "504", "html", "empty", "truncated", "not_json_object", "drop", "slow",
+    # task reads that parse but say little: `{}` (as for an unknown id), or `response: null`
+    "unknown_task", "null_response",
     # media downloads: the body cut off half way, or a page instead of a video
     "drop_body", "not_video",
 ]  # fmt: skip
@@ -245,10 +247,13 @@ class Simulator:
             return
         if fault.after_processing:
             await self.app(scope, replay, _discard)
-        await self._send_fault(fault, scope, send)
+        await self._send_fault(fault, scope, send, raw)
 
-    async def _send_fault(self, fault: Fault, scope: Scope, send: Send) -> None:
+    async def _send_fault(self, fault: Fault, scope: Scope, send: Send, raw: bytes = b"") -> None:
         kind = fault.kind
+        if kind in ("unknown_task", "null_response"):
+            await self._thin_records(kind, raw)(scope, _no_receive, send)
+            return
         if kind == "drop":
             transport = getattr(getattr(send, "__self__", None), "transport", None)
             if transport is not None:
@@ -294,6 +299,22 @@ class Simulator:
         else:  # 502, 503: a bare gateway answer
             response = Response(f"{kind} Service Unavailable".encode(), status_code=int(kind), media_type="text/plain")
         await response(scope, _no_receive, send)
+
+    def _thin_records(self, kind: str, raw: bytes) -> JSONResponse:
+        try:
+            body = json.loads(raw or b"{}")
+        except ValueError:
+            body = {}
+        ids = body.get("ids") or [body.get("id")]
+        now = time.time()
+        records = (
+            []
+            if kind == "unknown_task"
+            else [{**self.tasks[i].record(now), "response": None} for i in ids if i in self.tasks]
+        )
+        if body.get("action") == "retrieve_batch":
+            return JSONResponse({"items": records, "count": len(records)})
+        return JSONResponse(records[0] if records else {})
 
     def _record(self, path: str, raw: bytes, authorization: str | None) -> None:
         try:
