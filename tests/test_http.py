@@ -8,6 +8,7 @@ import socket
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -42,19 +43,26 @@ class HttpServer:
     def __init__(self, env: dict[str, str], *args: str, host: str = "127.0.0.1") -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        # Logs go to a file, not a pipe: a pipe nobody reads fills up and stalls the server.
+        self.log = tempfile.NamedTemporaryFile(mode="w+", prefix="luma-http-", suffix=".log")  # noqa: SIM115
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "luma_mcp", "--transport", "http", "--host", host, "--port", str(self.port), *args],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            stderr=self.log,
             text=True,
             env=env,
         )
+
+    @property
+    def stderr(self) -> str:
+        self.log.seek(0)
+        return self.log.read()
 
     def wait_ready(self) -> HttpServer:
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited: {self.proc.stderr.read() if self.proc.stderr else ''}")
+                raise RuntimeError(f"server exited: {self.stderr}")
             try:
                 if httpx.get(f"{self.url}/health", timeout=1).status_code == 200:
                     return self
@@ -62,11 +70,13 @@ class HttpServer:
                 time.sleep(0.1)
         raise RuntimeError("server did not become healthy")
 
-    def stop(self) -> tuple[int, str, str]:
+    def stop(self) -> tuple[int, str]:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
-        stdout, stderr = self.proc.communicate(timeout=30)
-        return self.proc.returncode, stdout, stderr
+        self.proc.wait(timeout=30)
+        stderr = self.stderr
+        self.log.close()
+        return self.proc.returncode, stderr
 
 
 def http_env(sim_server: SimulatorServer, **extra: str) -> dict[str, str]:
@@ -144,7 +154,8 @@ async def test_tools_over_http_with_progress(keyed_server: HttpServer, sim: Any)
 
 def test_refuses_a_public_address_without_auth(sim_server: SimulatorServer) -> None:
     server = HttpServer(http_env(sim_server, ACEDATACLOUD_API_TOKEN=TOKEN_A), host="0.0.0.0")  # noqa: S104
-    code, _, stderr = server.stop() if server.proc.wait(timeout=30) is not None else (None, "", "")
+    server.proc.wait(timeout=30)
+    code, stderr = server.stop()
     assert code == 2
     assert "Refusing to listen on 0.0.0.0 without authentication" in stderr and "LUMA_MCP_API_KEYS" in stderr
 
@@ -219,7 +230,7 @@ def test_sigterm_during_a_wait_answers_the_call_and_leaves_the_ledger_whole(
                 if message.get("id") == 2:
                     answer = message
                     break
-    code, _, stderr = server.stop()
+    code, stderr = server.stop()
     stopped_in = time.monotonic() - started
     # uvicorn shuts down gracefully, then re-raises the signal so the exit status tells of it.
     assert code in (0, -signal.SIGTERM) and stopped_in < 5, stderr
