@@ -284,22 +284,20 @@ class Ledger:
 
     async def refuse(self, row_id: int, error: str) -> None:
         """Nothing started: the key and the request are free to be tried again."""
-
-        def work(db: Sql) -> None:
-            db.execute(
-                "UPDATE tasks SET state = ?, error = ?, idempotency_key = NULL, updated_at = ? WHERE row_id = ?",
-                (SubmitState.REFUSED, error, time.time(), row_id),
-            )
-
-        await self._run(work, write=True)
+        await self._fail(row_id, SubmitState.REFUSED, error)
 
     async def lose(self, row_id: int, error: str) -> None:
-        """The request went out and no answer came: keep the row, say so, allow a new take."""
+        """The request went out and no answer came: keep the row (and its key), allow a new take."""
+        await self._fail(row_id, SubmitState.LOST, error)
+
+    async def _fail(self, row_id: int, state: SubmitState, error: str) -> None:
+        keep_key = "idempotency_key" if state is SubmitState.LOST else "NULL"
 
         def work(db: Sql) -> None:
             db.execute(
-                "UPDATE tasks SET state = ?, error = ?, updated_at = ? WHERE row_id = ?",
-                (SubmitState.LOST, error, time.time(), row_id),
+                f"UPDATE tasks SET state = ?, error = ?, idempotency_key = {keep_key}, "  # noqa: S608 (fixed text)
+                "updated_at = ? WHERE row_id = ?",
+                (state, error, time.time(), row_id),
             )
 
         await self._run(work, write=True)
