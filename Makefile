@@ -29,6 +29,7 @@ pytest: $(BIN)/.installed
 	$(BIN)/pytest
 
 bench: $(BIN)/.installed
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
 	$(BIN)/python benchmarks/run.py
 
 clean:
