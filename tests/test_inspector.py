@@ -7,6 +7,7 @@ tests skip only when Node's npm/npx is not on the machine.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -46,6 +47,9 @@ def run(inspector: Path, sim_server: SimulatorServer) -> Iterator[Any]:
         "ACEDATACLOUD_API_BASE_URL": sim_server.url,
         "LUMA_POLL_INITIAL_SECONDS": "1",
         "LUMA_POLL_MAX_SECONDS": "1",
+        # The Inspector passes its child only what -e names: the test's private folders too.
+        "LUMA_LEDGER_PATH": os.environ["LUMA_LEDGER_PATH"],
+        "LUMA_DOWNLOAD_DIR": os.environ["LUMA_DOWNLOAD_DIR"],
     }
     env_args = [arg for key, value in env.items() for arg in ("-e", f"{key}={value}")]
 
