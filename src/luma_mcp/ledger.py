@@ -42,11 +42,12 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
-# Each migration moves the schema one version up; old rows are kept.
-SQLITE_MIGRATIONS: list[str] = [
+# Each migration moves the schema one version up; old rows are kept. Written once for both
+# backends: {serial} and {float} are the only words the two dialects spell differently.
+MIGRATIONS: list[str] = [
     """
     CREATE TABLE tasks (
-        row_id          INTEGER PRIMARY KEY AUTOINCREMENT,
+        row_id          {serial},
         tenant          TEXT NOT NULL,
         task_id         TEXT,
         action          TEXT NOT NULL,
@@ -57,8 +58,8 @@ SQLITE_MIGRATIONS: list[str] = [
         status          TEXT,
         result          TEXT,
         error           TEXT,
-        created_at      REAL NOT NULL,
-        updated_at      REAL NOT NULL
+        created_at      {float} NOT NULL,
+        updated_at      {float} NOT NULL
     );
     CREATE UNIQUE INDEX tasks_by_task_id ON tasks (tenant, task_id) WHERE task_id IS NOT NULL;
     CREATE UNIQUE INDEX tasks_by_key ON tasks (tenant, idempotency_key) WHERE idempotency_key IS NOT NULL;
@@ -66,31 +67,11 @@ SQLITE_MIGRATIONS: list[str] = [
     CREATE INDEX tasks_by_fingerprint ON tasks (tenant, fingerprint, created_at DESC);
     """,
 ]
-POSTGRES_MIGRATIONS: list[str] = [
-    """
-    CREATE TABLE tasks (
-        row_id          BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-        tenant          TEXT NOT NULL,
-        task_id         TEXT,
-        action          TEXT NOT NULL,
-        params          TEXT NOT NULL,
-        fingerprint     TEXT NOT NULL,
-        idempotency_key TEXT,
-        state           TEXT NOT NULL,
-        status          TEXT,
-        result          TEXT,
-        error           TEXT,
-        created_at      DOUBLE PRECISION NOT NULL,
-        updated_at      DOUBLE PRECISION NOT NULL
-    );
-    CREATE UNIQUE INDEX tasks_by_task_id ON tasks (tenant, task_id) WHERE task_id IS NOT NULL;
-    CREATE UNIQUE INDEX tasks_by_key ON tasks (tenant, idempotency_key) WHERE idempotency_key IS NOT NULL;
-    CREATE INDEX tasks_by_time ON tasks (tenant, created_at DESC, row_id DESC);
-    CREATE INDEX tasks_by_fingerprint ON tasks (tenant, fingerprint, created_at DESC);
-    """,
+SQLITE_MIGRATIONS = [m.format(serial="INTEGER PRIMARY KEY AUTOINCREMENT", float="REAL") for m in MIGRATIONS]
+POSTGRES_MIGRATIONS = [
+    m.format(serial="BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY", float="DOUBLE PRECISION") for m in MIGRATIONS
 ]
-SCHEMA_VERSION = len(SQLITE_MIGRATIONS)
-assert len(POSTGRES_MIGRATIONS) == SCHEMA_VERSION, "every migration is written for both backends"
+SCHEMA_VERSION = len(MIGRATIONS)
 
 
 class Sql(Protocol):
