@@ -176,6 +176,38 @@ async def test_reopening_keeps_rows_and_refuses_a_newer_schema(store: str) -> No
         await newer.find("", ["t1"])
 
 
+def test_processes_opening_a_new_ledger_at_once_take_turns(tmp_path: Path) -> None:
+    """Assistants started together open a fresh ledger file at the same moment.
+
+    Turning a new file to WAL is the one lock SQLite does not wait for through busy_timeout
+    (two openers would deadlock), so without our retry about one round in twelve here
+    failed with "database is locked".
+    """
+    failures: list[BaseException] = []
+    for round_number in range(300):
+        ledgers = [SQLiteLedger(tmp_path / f"ledger-{round_number}.sqlite3") for _ in range(4)]
+        start = threading.Barrier(len(ledgers))
+
+        def open_at_once(ledger: SQLiteLedger, start: threading.Barrier) -> None:
+            start.wait()
+            try:
+                ledger._connect()  # what the first call of every process does
+            except BaseException as exc:  # surfaced below
+                failures.append(exc)
+            finally:
+                ledger.close()
+
+        threads = [threading.Thread(target=open_at_once, args=(ledger, start)) for ledger in ledgers]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=60)
+    assert not failures, failures[:3]
+    with sqlite3.connect(tmp_path / "ledger-0.sqlite3") as db:
+        assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+
+
 def test_two_ledgers_on_one_store_lose_nothing(store: str) -> None:
     """Two servers share one store: every reservation lands once, one key gives one row."""
     errors: list[BaseException] = []

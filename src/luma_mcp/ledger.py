@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import anyio
+from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_random
 
 from luma_mcp.results import TaskResult
 
@@ -384,12 +385,25 @@ class SQLiteLedger(Ledger):
             # coordinate through SQLite's file locks (busy_timeout waits for them).
             db = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
             db.row_factory = sqlite3.Row
-            db.execute("PRAGMA journal_mode=WAL")
+            self._use_wal(db)
             db.execute("PRAGMA synchronous=NORMAL")
             db.execute("PRAGMA busy_timeout=30000")
             self._in_transaction(db, self._migrate)
             self._db = db
         return self._db
+
+    @staticmethod
+    def _use_wal(db: sqlite3.Connection) -> None:
+        # Switching a new file to WAL needs an exclusive lock that SQLite does not wait for
+        # through busy_timeout, so two processes opening a fresh ledger at once take turns here.
+        for attempt in Retrying(
+            retry=retry_if_exception(lambda exc: isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc)),
+            wait=wait_random(0.005, 0.05),
+            stop=stop_after_delay(30),
+            reraise=True,
+        ):
+            with attempt:
+                db.execute("PRAGMA journal_mode=WAL")
 
     def _migrate(self, db: Sql) -> None:
         version = db.execute("PRAGMA user_version").fetchone()[0]
