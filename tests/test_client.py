@@ -123,7 +123,7 @@ async def test_retry_after_beyond_the_time_budget_is_not_waited(luma: LumaClient
     started = time.monotonic()
     with pytest.raises(LumaRateLimitError, match="Wait 30 seconds"):
         await luma.get_task("any")
-    assert time.monotonic() - started < 2
+    assert time.monotonic() - started < 4  # neither the 30 s asked for nor the whole 5 s budget
     assert sim.count("/luma/tasks") == 1
 
 

@@ -170,7 +170,7 @@ async def test_wait_loop_ends_at_its_budget_with_a_last_look() -> None:
 
     await wait_for_one(fetch, schedule, budget=0.6)
     elapsed = anyio.current_time() - start
-    assert 0.6 <= elapsed < 1.0
+    assert 0.6 <= elapsed < 2.5  # a busy machine adds a little; without the last look it is 10 s
     assert polls[-1] >= 0.55  # the last poll lands as the budget ends, not 10 s later
 
 
