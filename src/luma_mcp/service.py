@@ -175,7 +175,9 @@ class VideoService:
         else:
             fetched = {}
         self.reads.remember(self.tenant, fetched)
-        await self.ledger.record(self.tenant, fetched.values())
+        # Write only what moved on: a poll that finds the task still generating costs no write
+        # lock, which is what several processes sharing one ledger contend for.
+        await self.ledger.record(self.tenant, [r for i, r in fetched.items() if _moved_on(known.get(i), r)])
         # A task we submitted but upstream does not (yet) return: our last known state.
         for task_id in missing:
             entry = known.get(task_id)
@@ -317,3 +319,8 @@ class VideoService:
         if parts.scheme == "https" or (parts.scheme == "http" and parts.netloc == api.netloc):
             return url
         raise ServiceError(f"The task's media URL {url} is not https; refusing to fetch it.")
+
+
+def _moved_on(entry: LedgerEntry | None, result: TaskResult) -> bool:
+    """Whether a fresh read says more than the ledger row already does (rows we own only)."""
+    return entry is not None and (entry.result is None or entry.result.status != result.status)
