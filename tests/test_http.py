@@ -191,6 +191,7 @@ async def test_passthrough_tenants_are_isolated(sim_server: SimulatorServer, pri
     assert TOKEN_A.encode() not in ledger and TOKEN_B.encode() not in ledger
     with sqlite3.connect(private_folders / "ledger.sqlite3") as db:
         tenants = {row[0] for row in db.execute("SELECT tenant FROM tasks WHERE state = 'accepted'")}
+        assert db.execute("SELECT count(*) FROM tasks").fetchone()[0] == 2  # a made-up token leaves no row
     assert len(tenants) == 2 and all(len(t) == 64 for t in tenants)  # sha256 hex, one per caller
     saved_files = [p for p in (private_folders / "videos").rglob("*.mp4")]
     assert len(saved_files) == 1 and saved_files[0].parent.name in {t[:16] for t in tenants}

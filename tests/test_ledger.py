@@ -93,6 +93,18 @@ async def test_a_refused_submit_frees_its_key_and_is_not_a_duplicate(ledger: Led
     assert not again.reused and again.entry.row_id != first.entry.row_id
 
 
+async def test_a_submit_whose_token_was_refused_leaves_no_row(ledger: Ledger) -> None:
+    kept = await ledger.reserve("made-up", "generate", {"prompt": "kept"})
+    await ledger.accept(kept.entry.row_id, "t1", pending("t1"))
+    await ledger.forget(kept.entry.row_id)  # only a row still being sent can be forgotten
+    doomed = await ledger.reserve("made-up", "generate", PARAMS, idempotency_key="k1")
+    await ledger.forget(doomed.entry.row_id)
+    assert await ledger.entry(doomed.entry.row_id) is None
+    assert [e.task_id for e in (await ledger.recent("made-up", hide_refused=False))[0]] == ["t1"]
+    again = await ledger.reserve("made-up", "generate", PARAMS, idempotency_key="k1")
+    assert not again.reused  # the key is free again
+
+
 async def test_duplicate_window_new_take_and_failed_tasks(ledger: Ledger) -> None:
     first = await ledger.reserve("", "generate", PARAMS, dedupe_window=300)
     await ledger.accept(first.entry.row_id, "t1", pending("t1"))

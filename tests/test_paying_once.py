@@ -159,3 +159,24 @@ async def test_a_duplicate_of_a_submit_in_flight_waits_for_its_answer(mcp_client
         tg.start_soon(submit)
     assert len({t.task_id for t in found}) == 1 and sim.count("/luma/videos") == 1
     assert sum(t.note is not None for t in found) == 1
+
+
+async def test_a_duplicate_of_a_submit_whose_token_is_refused_says_so(mcp_client: Client, sim: Simulator) -> None:
+    sim.valid_tokens = {"someone-elses-token"}  # the server's own token is no longer accepted
+    sim.inject("slow", "/luma/videos", delay=0.5)
+    answers: list[str] = []
+
+    async def submit() -> None:
+        result = await generate(mcp_client, prompt="Twice, quickly")
+        assert result.is_error
+        answers.append(text_of(result))
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(submit)
+        await anyio.sleep(0.1)  # the first is now waiting on the slow API
+        tg.start_soon(submit)
+    assert sim.count("/luma/videos") == 1
+    assert "invalid" in answers[0].lower()
+    assert "identical request sent just before this one was refused" in answers[1]
+    assert "token was not accepted" in answers[1]
+    assert (await mcp_client.call_tool("list_tasks", {"status": "refused"})).structured_content == {"tasks": []}

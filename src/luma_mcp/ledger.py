@@ -272,6 +272,15 @@ class Ledger:
         """The request went out and no answer came: keep the row (and its key), allow a new take."""
         await self._fail(row_id, SubmitState.LOST, error)
 
+    async def forget(self, row_id: int) -> None:
+        """The caller's token was not accepted: nothing started, and a row would only let anyone
+        with a made-up token fill the ledger (under passthrough auth, every token is a tenant)."""
+
+        def work(db: Sql) -> None:
+            db.execute("DELETE FROM tasks WHERE row_id = ? AND state = ?", (row_id, SubmitState.SENDING))
+
+        await self._run(work, write=True)
+
     async def _fail(self, row_id: int, state: SubmitState, error: str) -> None:
         keep_key = "idempotency_key" if state is SubmitState.LOST else "NULL"
 
@@ -304,9 +313,10 @@ class Ledger:
 
         await self._run(work, write=True)
 
-    async def entry(self, row_id: int) -> LedgerEntry:
-        def work(db: Sql) -> LedgerEntry:
-            return self._entry(db.execute("SELECT * FROM tasks WHERE row_id = ?", (row_id,)).fetchone())
+    async def entry(self, row_id: int) -> LedgerEntry | None:
+        def work(db: Sql) -> LedgerEntry | None:
+            row = db.execute("SELECT * FROM tasks WHERE row_id = ?", (row_id,)).fetchone()
+            return None if row is None else self._entry(row)
 
         return await self._run(work)
 

@@ -22,7 +22,7 @@ from pydantic import BaseModel
 from luma_mcp import download
 from luma_mcp.client import LumaClient
 from luma_mcp.config import Settings
-from luma_mcp.errors import LumaError
+from luma_mcp.errors import LumaAuthError, LumaError
 from luma_mcp.ledger import Ledger, LedgerEntry, SpendingLimits, SubmitState
 from luma_mcp.models import TaskStatus, VideoRequest
 from luma_mcp.results import TaskResult, from_record
@@ -122,7 +122,10 @@ class VideoService:
                         f"{exc} The submit is recorded in list_tasks as 'lost'. Before trying again, wait a "
                         "minute; to submit anyway (which may pay twice), call again with new_take=true."
                     ) from None
-                await self.ledger.refuse(entry.row_id, str(exc))
+                if isinstance(exc, LumaAuthError):
+                    await self.ledger.forget(entry.row_id)
+                else:
+                    await self.ledger.refuse(entry.row_id, str(exc))
                 raise
             result = TaskResult(
                 task_id=accepted.task_id, status=TaskStatus.PENDING, prompt=request.prompt, elapsed_seconds=0
@@ -135,13 +138,18 @@ class VideoService:
     async def _settled(self, entry: LedgerEntry) -> LedgerEntry:
         """An identical submit is in flight (perhaps in another process): wait for its answer
         rather than fail, as long as one request may take."""
+        latest: LedgerEntry | None = entry
         with anyio.move_on_after(self.settings.request_timeout + 5):
-            while entry.state is SubmitState.SENDING:
+            while latest is not None and latest.state is SubmitState.SENDING:
                 await anyio.sleep(0.1)
-                entry = await self.ledger.entry(entry.row_id)
-        if entry.state is SubmitState.REFUSED:
-            raise ServiceError(f"An identical request sent just before this one was refused: {entry.error}")
-        return entry
+                latest = await self.ledger.entry(entry.row_id)
+        if latest is None:  # forgotten: the token was not accepted, and this call carries the same one
+            raise ServiceError(
+                "An identical request sent just before this one was refused: the API token was not accepted."
+            )
+        if latest.state is SubmitState.REFUSED:
+            raise ServiceError(f"An identical request sent just before this one was refused: {latest.error}")
+        return latest
 
     def _reused(self, entry: LedgerEntry, by_key: bool) -> TaskResult:
         age = _ago(time.time() - entry.created_at)
