@@ -147,6 +147,18 @@ async def test_submit_is_never_retried_once_sent(sim_server: SimulatorServer, fa
     assert sim.count("/luma/videos") == 1
 
 
+async def test_each_submit_opens_its_own_connection_and_reads_share_one(luma: LumaClient, sim: Simulator) -> None:
+    """A pooled connection the server closes as a submit goes out would make a paid video look
+    lost; a fresh connection per submit rules that out. Reads keep the pool (they retry)."""
+    for number in range(3):
+        accepted = await luma.submit(GenerateRequest(prompt=f"clip {number}"))
+        await luma.get_task(accepted.task_id)
+    submit_ports = [r.client_port for r in sim.requests if r.path == "/luma/videos"]
+    read_ports = [r.client_port for r in sim.requests if r.path == "/luma/tasks"]
+    assert len(set(submit_ports)) == 3 and None not in submit_ports
+    assert len(set(read_ports)) == 1 and not set(read_ports) & set(submit_ports)
+
+
 async def test_submit_answer_lost_after_the_task_started(luma: LumaClient, sim: Simulator) -> None:
     """The case that costs money: the server made the task but the answer never came."""
     sim.inject("drop", "/luma/videos", after_processing=True)

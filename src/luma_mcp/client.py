@@ -89,6 +89,7 @@ class LumaClient:
         timeout: float = 30.0,
         retry: RetryPolicy | None = None,
         http: httpx.AsyncClient | None = None,
+        submit_http: httpx.AsyncClient | None = None,
     ) -> None:
         self._token = token
         self._base_url = base_url.rstrip("/")
@@ -96,26 +97,48 @@ class LumaClient:
         self._timeout = timeout
         self._owns_http = http is None
         self._http = http
+        self._submit_http = submit_http
+
+    def _new_http(self, limits: httpx.Limits) -> httpx.AsyncClient:
+        return httpx.AsyncClient(
+            timeout=httpx.Timeout(self._timeout, connect=min(self._timeout, 10.0)),
+            limits=limits,
+            headers={"User-Agent": f"luma-mcp/{__version__}"},
+        )
 
     def _client(self) -> httpx.AsyncClient:
         # Made on first use: building it (TLS context, transport modules) costs tens of
         # milliseconds that a host listing tools at start-up should not wait for.
         if self._http is None:
-            self._http = httpx.AsyncClient(
-                timeout=httpx.Timeout(self._timeout, connect=min(self._timeout, 10.0)),
-                limits=httpx.Limits(max_connections=100, max_keepalive_connections=20),
-                headers={"User-Agent": f"luma-mcp/{__version__}"},
-            )
+            self._http = self._new_http(httpx.Limits(max_connections=100, max_keepalive_connections=20))
         return self._http
 
+    def _submit_client(self) -> httpx.AsyncClient:
+        # Every submit on a new connection. A pooled one may be closed by the server's
+        # keep-alive timer just as the request goes out, and a submit broken after sending
+        # must be reported as possibly paid. One handshake per video is cheap; that doubt is not.
+        if self._submit_http is None:
+            self._submit_http = self._new_http(httpx.Limits(max_connections=100, max_keepalive_connections=0))
+        return self._submit_http
+
     @classmethod
-    def from_settings(cls, settings: Settings, http: httpx.AsyncClient | None = None) -> LumaClient:
+    def from_settings(cls, settings: Settings) -> LumaClient:
         return cls(
             token=settings.api_token,
             base_url=settings.api_base_url,
             timeout=settings.request_timeout,
             retry=RetryPolicy.from_settings(settings),
-            http=http,
+        )
+
+    def with_token(self, token: SecretStr) -> LumaClient:
+        """The same API, settings and connections, spending another caller's token."""
+        return LumaClient(
+            token=token,
+            base_url=self._base_url,
+            timeout=self._timeout,
+            retry=self._retry,
+            http=self._client(),
+            submit_http=self._submit_client(),
         )
 
     @property
@@ -139,8 +162,10 @@ class LumaClient:
         return f"LumaClient(base_url={self._base_url!r}, token={'set' if self.has_token else 'missing'})"
 
     async def aclose(self) -> None:
-        if self._owns_http and self._http is not None:
-            await self._http.aclose()
+        if self._owns_http:
+            for http in (self._http, self._submit_http):
+                if http is not None:
+                    await http.aclose()
 
     async def __aenter__(self) -> LumaClient:
         return self
@@ -211,7 +236,8 @@ class LumaClient:
         )
         headers = {"Authorization": f"Bearer {self._token.get_secret_value()}", "Accept": "application/json"}
         try:
-            response = await self._client().post(url, json=body, headers=headers)
+            http = self._submit_client() if starts_work else self._client()
+            response = await http.post(url, json=body, headers=headers)
         except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
             raise LumaConnectionError(
                 f"Could not connect to the API at {self._base_url} ({type(exc).__name__})",

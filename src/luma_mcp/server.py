@@ -133,12 +133,7 @@ class AppState:
             access = get_access_token()
             if access is None:  # the HTTP layer refuses unauthenticated calls before they get here
                 raise ToolError("This server needs your Ace Data Cloud API token as the bearer token.")
-            luma = LumaClient(
-                token=SecretStr(access.token),
-                base_url=self.settings.api_base_url,
-                retry=self.luma.retry,
-                http=self.luma.http,
-            )
+            luma = self.luma.with_token(SecretStr(access.token))
             tenant = tenant_of(access.token)
         elif not self.luma.has_token:
             raise ToolError(

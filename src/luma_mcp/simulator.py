@@ -81,6 +81,7 @@ class RecordedRequest:
     body: Any
     authorization: str | None
     at: float
+    client_port: int | None = None  # tells connections apart: a new one per submit, reads pooled
 
 
 @dataclass
@@ -235,7 +236,7 @@ class Simulator:
             return
         request = Request(scope, receive)
         raw = await request.body()
-        self._record(path, raw, request.headers.get("authorization"))
+        self._record(path, raw, request.headers.get("authorization"), request.client.port if request.client else None)
         replay = _replay(raw)
         fault = self._take_fault(path)
         if fault is None:
@@ -316,13 +317,13 @@ class Simulator:
             return JSONResponse({"items": records, "count": len(records)})
         return JSONResponse(records[0] if records else {})
 
-    def _record(self, path: str, raw: bytes, authorization: str | None) -> None:
+    def _record(self, path: str, raw: bytes, authorization: str | None, client_port: int | None) -> None:
         try:
             body = json.loads(raw) if raw else None
         except ValueError:
             body = raw.decode("utf-8", "replace")
         with self._lock:
-            self.requests.append(RecordedRequest(path, body, authorization, time.time()))
+            self.requests.append(RecordedRequest(path, body, authorization, time.time(), client_port))
 
     def _auth_error(self, authorization: str | None) -> JSONResponse | None:
         if not authorization or not authorization.lower().startswith("bearer "):
