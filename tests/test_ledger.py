@@ -154,7 +154,7 @@ async def test_recent_pages_filters_and_cursor(ledger: Ledger) -> None:
         if cursor is None:
             break
     assert seen == [f"t{i}" for i in reversed(range(7))]
-    succeeded, _ = await ledger.recent("", status="succeeded")
+    succeeded, _ = await ledger.recent("", statuses={"succeeded"})
     assert [e.task_id for e in succeeded] == ["t2"]
     middle = (await ledger.find("", ["t3"]))["t3"].created_at
     newer, _ = await ledger.recent("", since=middle)

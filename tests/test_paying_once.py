@@ -138,6 +138,22 @@ async def test_list_tasks_pages_filters_and_refreshes(mcp_client: Client, sim: S
     assert bad.is_error and "call list_tasks without a cursor" in text_of(bad)
 
 
+async def test_a_status_filter_finds_tasks_last_seen_unfinished(sim_server: SimulatorServer) -> None:
+    """The ledger last saw the task generating; the filter must still find it succeeded."""
+    sim = sim_server.simulator
+    sim.queue_seconds, sim.processing_seconds = 0.1, 1.0
+    async with Client(create_server(make_settings(sim_server.url), schedule=FAST_SCHEDULE)) as client:
+        made = task(await generate(client))
+        await anyio.sleep(0.4)
+        seen = await client.call_tool("get_task", {"task_id": made.task_id})
+        assert TaskList.model_validate(seen.structured_content).tasks[0].status == "processing"
+        await anyio.sleep(1.0)
+        for status in ("succeeded", "processing"):
+            listed = (await client.call_tool("list_tasks", {"status": status})).structured_content
+            assert listed is not None
+            assert [row["task_id"] for row in listed["tasks"]] == ([made.task_id] if status == "succeeded" else [])
+
+
 async def test_recent_tasks_resource(mcp_client: Client) -> None:
     made = task(await generate(mcp_client, wait_seconds=10))
     body = json.loads((await mcp_client.read_resource("luma://tasks")).contents[0].text)  # type: ignore[union-attr]

@@ -25,7 +25,7 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -338,19 +338,20 @@ class Ledger:
         self,
         tenant: str,
         *,
-        status: str | None = None,
+        statuses: Collection[str] | None = None,
         since: float | None = None,
         until: float | None = None,
         limit: int = 20,
         cursor: str | None = None,
         hide_refused: bool = False,
     ) -> tuple[list[LedgerEntry], str | None]:
-        """Newest first, with an opaque cursor for the next page."""
+        """Newest first, with an opaque cursor for the next page. `statuses` filters on the
+        last status recorded (a task status, or the submit state for rows with none)."""
         where: list[str] = ["tenant = ?"]
         args: list[str | float | int] = [tenant]
-        if status is not None:
-            where.append("COALESCE(status, state) = ?")
-            args.append(status)
+        if statuses is not None:
+            where.append(f"COALESCE(status, state) IN ({','.join('?' * len(statuses))})")
+            args += sorted(statuses)
         if hide_refused:
             where.append("state != ?")
             args.append(SubmitState.REFUSED)

@@ -221,9 +221,16 @@ class VideoService:
         cursor: str | None,
         refresh: bool,
     ) -> tuple[list[ListedTask], str | None]:
+        statuses: set[str] | None = None
+        if status is not None:
+            statuses = {status}
+            if status in TaskStatus.__members__.values():
+                # A row last seen unfinished may have reached this status since: take those
+                # too, refresh them below, and keep the ones that match.
+                statuses |= {TaskStatus.PENDING, TaskStatus.PROCESSING}
         entries, next_cursor = await self.ledger.recent(
             self.tenant,
-            status=status,
+            statuses=statuses,
             since=since.timestamp() if since else None,
             until=until.timestamp() if until else None,
             limit=limit,
@@ -238,7 +245,7 @@ class VideoService:
             except LumaError as exc:  # the listing still answers, from what the ledger knows
                 log.warning("list_tasks could not refresh statuses: %s", exc)
         rows = [self._row(e, latest.get(e.task_id or "")) for e in entries]
-        if status is not None:  # a row the refresh found finished no longer matches "pending"
+        if status is not None:
             rows = [row for row in rows if row.status == status]
         return rows, next_cursor
 
