@@ -146,10 +146,6 @@ class LumaClient:
         return self._base_url
 
     @property
-    def retry(self) -> RetryPolicy:
-        return self._retry
-
-    @property
     def http(self) -> httpx.AsyncClient:
         """The pooled HTTP client, for fetching result media (requests carry no token)."""
         return self._client()
