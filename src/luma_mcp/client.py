@@ -38,7 +38,7 @@ from luma_mcp.errors import (
     LumaTimeoutError,
     error_from_response,
 )
-from luma_mcp.models import Accepted, TaskBatch, TaskRecord, VideoRequest
+from luma_mcp.models import Accepted, RetrieveBatchRequest, RetrieveRequest, TaskBatch, TaskRecord, VideoRequest
 
 log = logging.getLogger(__name__)
 
@@ -181,9 +181,8 @@ class LumaClient:
 
     async def get_task(self, task_id: str) -> TaskRecord | None:
         """One task, or None when the API does not know the id (it answers `{}`)."""
-        data = await self._with_retries(
-            lambda: self._post(TASKS_PATH, {"action": "retrieve", "id": task_id}), retryable=_transient
-        )
+        body = RetrieveRequest(id=task_id).to_body()
+        data = await self._with_retries(lambda: self._post(TASKS_PATH, body), retryable=_transient)
         if not data:
             return None
         return self._parse(TaskRecord, data, "the task record is malformed")
@@ -194,10 +193,8 @@ class LumaClient:
             return {}
         if len(task_ids) > MAX_BATCH:
             raise ValueError(f"at most {MAX_BATCH} task ids per batch")
-        data = await self._with_retries(
-            lambda: self._post(TASKS_PATH, {"action": "retrieve_batch", "ids": task_ids}),
-            retryable=_transient,
-        )
+        body = RetrieveBatchRequest(ids=task_ids).to_body()
+        data = await self._with_retries(lambda: self._post(TASKS_PATH, body), retryable=_transient)
         batch = self._parse(TaskBatch, data, "the batch answer is malformed")
         return {record.id: record for record in batch.items}
 
