@@ -167,10 +167,12 @@ class VideoService:
 
     # --- reading and waiting ---------------------------------------------------------------
 
-    async def fetch(self, task_ids: list[str]) -> dict[str, TaskResult]:
+    async def fetch(self, task_ids: list[str], known: dict[str, LedgerEntry] | None = None) -> dict[str, TaskResult]:
         """Current results: finished tasks from the ledger, tasks read under a poll interval
-        ago from memory, the rest with one upstream request (a batch for several)."""
-        known = await self.ledger.find(self.tenant, task_ids)
+        ago from memory, the rest with one upstream request (a batch for several). `known`:
+        these tasks' ledger rows, when the caller has just read them."""
+        if known is None:
+            known = await self.ledger.find(self.tenant, task_ids)
         results = {i: e.result for i, e in known.items() if e.result is not None and e.finished}
         results |= self.reads.fresh(self.tenant, [i for i in task_ids if i not in results])
         missing = [i for i in task_ids if i not in results]
@@ -241,7 +243,7 @@ class VideoService:
         unfinished = [e.task_id for e in entries if e.task_id and not e.finished]
         if refresh and unfinished:
             try:
-                latest = await self.fetch(unfinished)
+                latest = await self.fetch(unfinished, known={e.task_id: e for e in entries if e.task_id})
             except LumaError as exc:  # the listing still answers, from what the ledger knows
                 log.warning("list_tasks could not refresh statuses: %s", exc)
         rows = [self._row(e, latest.get(e.task_id or "")) for e in entries]
