@@ -65,6 +65,7 @@ PublicUrl = Annotated[str, Field(max_length=2048)]  # checked by _check_public, 
 TaskId = Annotated[str, Field(min_length=1, max_length=128)]
 IdempotencyKey = Annotated[str | None, Field(min_length=1, max_length=200)]  # the usual meaning: same key, same task
 NewTake = Annotated[bool, Field(description="Skip the duplicate check")]
+EndImageUrl = Annotated[PublicUrl | None, Field(description="Public image URL: last frame")]
 ListStatus = Literal["pending", "processing", "succeeded", "failed", "lost", "sending", "refused"]
 
 _HANDLED = (LumaError, LedgerError, DownloadError, ServiceError)
@@ -204,7 +205,7 @@ def create_server(
         loop: Annotated[bool, Field(description="Seamlessly looping video")] = False,
         enhancement: Annotated[bool, Field(description="Prompt enhancement by the provider")] = True,
         start_image_url: Annotated[PublicUrl | None, Field(description="Public image URL: first frame")] = None,
-        end_image_url: Annotated[PublicUrl | None, Field(description="Public image URL: last frame")] = None,
+        end_image_url: EndImageUrl = None,
         callback_url: Annotated[PublicUrl | None, Field(description="Webhook to POST the result to")] = None,
         wait_seconds: Annotated[int, wait_field] = default_wait,
         idempotency_key: IdempotencyKey = None,
@@ -232,7 +233,7 @@ def create_server(
             str | None, Field(min_length=1, max_length=128, description="From an earlier result")
         ] = None,
         video_url: Annotated[PublicUrl | None, Field(description="Or: public URL of a video")] = None,
-        end_image_url: Annotated[PublicUrl | None, Field(description="Public image URL: last frame")] = None,
+        end_image_url: EndImageUrl = None,
         wait_seconds: Annotated[int, wait_field] = default_wait,
         idempotency_key: IdempotencyKey = None,
         new_take: NewTake = False,
