@@ -88,7 +88,8 @@ async def test_idempotency_key(ledger: Ledger) -> None:
 
 async def test_a_refused_submit_frees_its_key_and_is_not_a_duplicate(ledger: Ledger) -> None:
     first = await ledger.reserve("", "generate", PARAMS, idempotency_key="k1", dedupe_window=300)
-    await ledger.refuse(first.entry.row_id, "moderation said no")
+    await ledger.forget(first.entry.row_id, "moderation said no")
+    assert await ledger.entry(first.entry.row_id) is None  # nothing was charged: nothing is kept
     again = await ledger.reserve("", "generate", PARAMS, idempotency_key="k1", dedupe_window=300)
     assert not again.reused and again.entry.row_id != first.entry.row_id
 
@@ -96,9 +97,10 @@ async def test_a_refused_submit_frees_its_key_and_is_not_a_duplicate(ledger: Led
 async def test_a_submit_whose_token_was_refused_leaves_no_row(ledger: Ledger) -> None:
     kept = await ledger.reserve("made-up", "generate", {"prompt": "kept"})
     await ledger.accept(kept.entry.row_id, "t1", pending("t1"))
-    await ledger.forget(kept.entry.row_id)  # only a row still being sent can be forgotten
+    await ledger.forget(kept.entry.row_id, "no")  # only a row still being sent can be forgotten
     doomed = await ledger.reserve("made-up", "generate", PARAMS, idempotency_key="k1")
-    await ledger.forget(doomed.entry.row_id)
+    await ledger.forget(doomed.entry.row_id, "The API token was rejected")
+    assert ledger.refusal(doomed.entry.row_id) == "The API token was rejected"
     assert await ledger.entry(doomed.entry.row_id) is None
     assert [e.task_id for e in (await ledger.recent("made-up", hide_refused=False))[0]] == ["t1"]
     again = await ledger.reserve("made-up", "generate", PARAMS, idempotency_key="k1")
@@ -115,7 +117,7 @@ async def test_duplicate_window_new_take_and_failed_tasks(ledger: Ledger) -> Non
     assert not (await ledger.reserve("", "extend", PARAMS, dedupe_window=300)).reused
     # Neither a failed task nor a refused submit stands in the way of trying again.
     await ledger.record("", [TaskResult(task_id="t1", status=TaskStatus.FAILED)])
-    await ledger.refuse(take.entry.row_id, "x")
+    await ledger.forget(take.entry.row_id, "x")
     assert not (await ledger.reserve("", "generate", PARAMS, dedupe_window=300)).reused
 
 
@@ -131,13 +133,13 @@ async def test_spending_limits(ledger: Ledger) -> None:
     for i in range(2):
         await ledger.reserve("", "generate", {"prompt": f"p{i}"}, limits=limits)
     refused = await ledger.reserve("", "generate", {"prompt": "free"}, limits=SpendingLimits())
-    await ledger.refuse(refused.entry.row_id, "no")  # refused submits cost nothing and do not count
+    await ledger.forget(refused.entry.row_id, "no")  # refused submits cost nothing and do not count
     with pytest.raises(SpendingLimitError) as caught:
         await ledger.reserve("", "generate", {"prompt": "p3"}, limits=limits)
     message = str(caught.value)
     assert "LUMA_MAX_SUBMITS_PER_HOUR" in message and "limit is 2" in message and "UTC" in message
     assert "in about 60 min" in message
-    assert len((await ledger.recent("", limit=50))[0]) == 3  # nothing was written for the refusal
+    assert len((await ledger.recent("", limit=50))[0]) == 2  # nothing was kept for either refusal
     assert not (await ledger.reserve("other", "generate", {"prompt": "p"}, limits=limits)).reused
 
 

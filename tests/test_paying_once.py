@@ -194,5 +194,5 @@ async def test_a_duplicate_of_a_submit_whose_token_is_refused_says_so(mcp_client
     assert sim.count("/luma/videos") == 1
     assert "invalid" in answers[0].lower()
     assert "identical request sent just before this one was refused" in answers[1]
-    assert "token was not accepted" in answers[1]
+    assert "The API token is invalid" in answers[1]  # the reason itself, not a guess
     assert (await mcp_client.call_tool("list_tasks", {"status": "refused"})).structured_content == {"tasks": []}

@@ -30,10 +30,12 @@ from tenacity import (
 from luma_mcp import __version__
 from luma_mcp.config import Settings
 from luma_mcp.errors import (
+    LumaAuthError,
     LumaConfigError,
     LumaConnectionError,
     LumaError,
     LumaRateLimitError,
+    LumaRequestError,
     LumaResponseError,
     LumaTimeoutError,
     error_from_response,
@@ -227,10 +229,20 @@ class LumaClient:
             if starts_work
             else "Try again in a moment."
         )
-        headers = {"Authorization": f"Bearer {self._token.get_secret_value()}", "Accept": "application/json"}
+        token = self._token.get_secret_value()
+        if not (token.isascii() and token.isprintable()):
+            raise LumaAuthError("The API token holds characters an HTTP header cannot carry, so nothing was sent")
+        headers = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
+        http = self._submit_client() if starts_work else self._client()
         try:
-            http = self._submit_client() if starts_work else self._client()
-            response = await http.post(url, json=body, headers=headers)
+            request = http.build_request("POST", url, json=body, headers=headers)
+        except Exception as exc:  # nothing has left yet; the text is not shown, it may quote the token
+            raise LumaRequestError(
+                f"The request could not be built ({type(exc).__name__}), so nothing was sent",
+                advice="Check ACEDATACLOUD_API_BASE_URL and the arguments, then try again.",
+            ) from None
+        try:
+            response = await http.send(request)
         except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
             raise LumaConnectionError(
                 f"Could not connect to the API at {self._base_url} ({type(exc).__name__})",

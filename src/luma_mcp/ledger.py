@@ -14,7 +14,15 @@ identical request within the dedupe window, returns the earlier task instead of 
 row; and the optional spending limits are counted here, inside the same transaction, so
 two processes cannot both slip past them.
 
+A submit that provably sent nothing billable (the API refused it, or it never left) leaves
+no row (`forget`), so nobody can fill the ledger with made-up or broke tokens. A row still
+`sending` after `sending_expiry` cannot be in flight any more (the service cuts every submit
+off at `submit_deadline`): it reads as `lost`, and `new_take` frees its idempotency key.
+
 Rows belong to a tenant ('' for the server's own token), and every query is scoped by it.
+A store that cannot be used (missing, corrupt, read-only, full, unreachable) is reported
+per call as one `LedgerUnavailable` sentence naming the setting to change; one unreadable
+row is shown degraded rather than breaking the listing.
 """
 
 from __future__ import annotations
@@ -22,9 +30,12 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import logging
+import math
 import sqlite3
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -42,6 +53,27 @@ if TYPE_CHECKING:
     from luma_mcp.config import Settings
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
+
+# Recording a submit's answer may wait on SQLite's busy timeout (30 s) and a short retry.
+ANSWER_WRITE_SECONDS = 40.0
+# Rows whose bad JSON or refusals are remembered in memory: enough for a burst, bounded.
+_MEMORY = 256
+
+
+def submit_deadline(request_timeout: float, retry_seconds: float) -> float:
+    """The longest one submit may take, from its reservation to its answer: connection retries
+    before it is sent, then one request. The service cuts the submit off there."""
+    return request_timeout + retry_seconds + 15.0
+
+
+def sending_expiry(request_timeout: float, retry_seconds: float) -> float:
+    """How old a `sending` row must be before it cannot still be in flight: the submit's own
+    deadline plus the time its answer may take to be written down."""
+    return submit_deadline(request_timeout, retry_seconds) + ANSWER_WRITE_SECONDS
+
+
+DEFAULT_SENDING_EXPIRY = sending_expiry(30.0, 20.0)  # with the default LUMA_REQUEST_TIMEOUT and retries
 
 # Each migration moves the schema one version up; old rows are kept. Written once for both
 # backends: {serial} and {float} are the only words the two dialects spell differently.
@@ -86,6 +118,7 @@ class Sql(Protocol):
 class SubmitState(StrEnum):
     SENDING = "sending"  # written, request in flight (or the process died while sending)
     ACCEPTED = "accepted"  # upstream gave a task id
+    # No longer written (such submits leave no row), but older ledgers still hold some.
     REFUSED = "refused"  # upstream said no, or was never reached: nothing started, nothing charged
     LOST = "lost"  # sent, but the answer never came: a video may exist whose id we do not know
 
@@ -134,6 +167,10 @@ class SpendingLimitError(LedgerError):
     pass
 
 
+class LedgerUnavailable(LedgerError):
+    """The store itself failed (cannot be opened, corrupt, read-only, full, unreachable)."""
+
+
 def fingerprint(action: str, params: dict[str, Any]) -> str:
     canonical = json.dumps({"action": action, "params": params}, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()
@@ -147,6 +184,18 @@ class Ledger:
     """The ledger's rules, over a backend that runs `work(sql)` in one transaction."""
 
     where: str  # for messages: the file or database this ledger lives in
+    setting: str  # the setting that names the store, for messages that say what to change
+
+    def __init__(self, *, stale_after: float = DEFAULT_SENDING_EXPIRY) -> None:
+        self.stale_after = stale_after  # a `sending` row older than this reads as `lost`
+        # Answers the API gave that the store would not take (disk full, database down): kept
+        # here, served as if written, and written by the next write that gets through.
+        self._unwritten: dict[int, tuple[str, TaskResult]] = {}
+        # Why recently forgotten reservations were refused, for identical calls waiting on them.
+        self._refusals: OrderedDict[int, str] = OrderedDict()
+        self._bad_rows: set[int] = set()  # rows whose unreadable JSON was already logged
+        self._logged: set[str] = set()  # store failures already logged (each call still reports its own)
+        self._memory_lock = threading.Lock()
 
     async def _transaction(self, work: Callable[[Sql], T], *, write: bool) -> T:
         raise NotImplementedError
@@ -154,10 +203,23 @@ class Ledger:
     def _serialize(self, sql: Sql, tenant: str) -> None:
         """Make concurrent reservations of one tenant take turns (the backend's way)."""
 
+    def _unusable(self, exc: Exception) -> LedgerUnavailable | None:
+        """The store's own failure as one sentence that names the setting; None: not a store failure."""
+        return None
+
     async def _run(self, work: Callable[[Sql], T], write: bool = False) -> T:
+        if write and self._unwritten:
+            await self._write_held_answers()
         # Shielded: a cancelled tool call must not leave a write half done.
         with anyio.CancelScope(shield=True):
-            outcome = await self._transaction(work, write=write)
+            try:
+                outcome = await self._transaction(work, write=write)
+            except Exception as exc:
+                unusable = self._unusable(exc)
+                if unusable is None:
+                    raise
+                self._log_once(str(unusable))
+                raise unusable from exc
         return outcome
 
     def close(self) -> None:
@@ -170,20 +232,58 @@ class Ledger:
                 "upgrade luma-mcp or point the server at another ledger."
             )
 
-    @staticmethod
-    def _entry(row: Any) -> LedgerEntry:
+    def _entry(self, row: Any) -> LedgerEntry:
+        """A row as an entry. Unreadable JSON shows the row degraded (logged once), never an
+        error: one bad row must not break every listing."""
+        row_id = row["row_id"]
+        task_id, error = row["task_id"], row["error"]
+        params: dict[str, Any] = {}
+        result: TaskResult | None = None
+        try:
+            state = SubmitState(row["state"])
+            loaded = json.loads(row["params"])
+            params = loaded if isinstance(loaded, dict) else {}
+            result = TaskResult.model_validate_json(row["result"]) if row["result"] else None
+        except ValueError as exc:  # JSON and pydantic errors are ValueErrors
+            state = SubmitState.ACCEPTED if task_id else SubmitState.LOST
+            self._log_bad_row(row_id, exc)
+        held = self._unwritten.get(row_id)
+        if held is not None and task_id is None:
+            task_id, result = held
+            state = SubmitState.ACCEPTED
+        if state is SubmitState.SENDING and row["created_at"] < time.time() - self.stale_after:
+            state, error = SubmitState.LOST, _STALE_ERROR
         return LedgerEntry(
-            row_id=row["row_id"],
+            row_id=row_id,
             tenant=row["tenant"],
-            task_id=row["task_id"],
+            task_id=task_id,
             action=row["action"],
-            params=json.loads(row["params"]),
-            state=SubmitState(row["state"]),
-            result=TaskResult.model_validate_json(row["result"]) if row["result"] else None,
-            error=row["error"],
+            params=params,
+            state=state,
+            result=result,
+            error=error,
             idempotency_key=row["idempotency_key"],
             created_at=row["created_at"],
             updated_at=row["updated_at"],
+        )
+
+    def _log_once(self, message: str) -> None:
+        with self._memory_lock:
+            if message in self._logged or len(self._logged) >= _MEMORY:
+                return
+            self._logged.add(message)
+        log.warning("%s", message)
+
+    def _log_bad_row(self, row_id: int, exc: Exception) -> None:
+        with self._memory_lock:
+            if row_id in self._bad_rows or len(self._bad_rows) >= _MEMORY:
+                return
+            self._bad_rows.add(row_id)
+        log.warning(
+            "Ledger row %s in %s holds unreadable data (%s); it is listed without it.",
+            row_id,
+            self.where,
+            type(exc).__name__,
         )
 
     # --- submits -----------------------------------------------------------------------
@@ -215,7 +315,12 @@ class Ledger:
                             f"idempotency_key {idempotency_key!r} was already used for a different request. "
                             "Use a new key for a new request, or resend the same arguments to get that task."
                         )
-                    return Reservation(self._entry(row), reused=True)
+                    earlier = self._settle_stale(db, self._entry(row), now)
+                    if not (new_take and earlier.task_id is None):
+                        return Reservation(earlier, reused=True)
+                    # A new take of a submit whose task id never came: the lost row keeps its
+                    # place in the listing, the key moves to the new one.
+                    db.execute("UPDATE tasks SET idempotency_key = NULL WHERE row_id = ?", (earlier.row_id,))
             elif not new_take and dedupe_window > 0:
                 row = db.execute(
                     "SELECT * FROM tasks WHERE tenant = ? AND fingerprint = ? AND created_at >= ? "
@@ -223,7 +328,7 @@ class Ledger:
                     (tenant, digest, now - dedupe_window, SubmitState.REFUSED),
                 ).fetchone()
                 if row is not None:
-                    return Reservation(self._entry(row), reused=True)
+                    return Reservation(self._settle_stale(db, self._entry(row), now), reused=True)
             self._check_limits(db, tenant, limits, now)
             cursor = db.execute(
                 "INSERT INTO tasks (tenant, action, params, fingerprint, idempotency_key, state, created_at, "
@@ -233,6 +338,16 @@ class Ledger:
             return Reservation(self._entry(cursor.fetchone()), reused=False)
 
         return await self._run(work, write=True)
+
+    @staticmethod
+    def _settle_stale(db: Sql, entry: LedgerEntry, now: float) -> LedgerEntry:
+        """Write down what a stale `sending` row reads as: `lost`."""
+        if entry.state is SubmitState.LOST and entry.error == _STALE_ERROR:
+            db.execute(
+                "UPDATE tasks SET state = ?, error = ?, updated_at = ? WHERE row_id = ? AND state = ?",
+                (SubmitState.LOST, _STALE_ERROR, now, entry.row_id, SubmitState.SENDING),
+            )
+        return entry
 
     @staticmethod
     def _check_limits(db: Sql, tenant: str, limits: SpendingLimits, now: float) -> None:
@@ -257,41 +372,76 @@ class Ledger:
 
     async def accept(self, row_id: int, task_id: str, result: TaskResult) -> None:
         def work(db: Sql) -> None:
+            self._write_answer(db, row_id, task_id, result)
+
+        await self._run(work, write=True)
+
+    @staticmethod
+    def _write_answer(db: Sql, row_id: int, task_id: str, result: TaskResult) -> None:
+        db.execute(
+            "UPDATE tasks SET task_id = ?, state = ?, status = ?, result = ?, updated_at = ? WHERE row_id = ?",
+            (task_id, SubmitState.ACCEPTED, result.status, result.model_dump_json(), time.time(), row_id),
+        )
+
+    def hold_answer(self, row_id: int, task_id: str, result: TaskResult) -> None:
+        """The API accepted the submit but the store would not record it: serve the answer from
+        memory (identical calls get the task at once) and write it with the next write that works."""
+        with self._memory_lock:
+            self._unwritten[row_id] = (task_id, result)
+            while len(self._unwritten) > _MEMORY:  # a store down for that long: the oldest were logged
+                dropped, (lost_id, _) = next(iter(self._unwritten.items()))
+                del self._unwritten[dropped]
+                log.error(
+                    "Task %s was never written to the ledger at %s; it is only in earlier logs.", lost_id, self.where
+                )
+
+    async def _write_held_answers(self) -> None:
+        held = dict(self._unwritten)
+
+        def work(db: Sql) -> None:
+            for row_id, (task_id, result) in held.items():
+                self._write_answer(db, row_id, task_id, result)
+
+        try:
+            with anyio.CancelScope(shield=True):
+                await self._transaction(work, write=True)
+        except Exception as exc:  # still failing: keep them, and let the caller's own write report it
+            log.debug("held task ids still cannot be written: %s", exc)
+            return
+        with self._memory_lock:
+            for row_id in held:
+                self._unwritten.pop(row_id, None)
+        log.warning("Wrote %d held task id(s) to the ledger at %s.", len(held), self.where)
+
+    async def lose(self, row_id: int, error: str) -> None:
+        """The request went out and no answer came: keep the row (and its key), allow a new take."""
+
+        def work(db: Sql) -> None:
             db.execute(
-                "UPDATE tasks SET task_id = ?, state = ?, status = ?, result = ?, updated_at = ? WHERE row_id = ?",
-                (task_id, SubmitState.ACCEPTED, result.status, result.model_dump_json(), time.time(), row_id),
+                "UPDATE tasks SET state = ?, error = ?, updated_at = ? WHERE row_id = ? AND state = ?",
+                (SubmitState.LOST, error, time.time(), row_id, SubmitState.SENDING),
             )
 
         await self._run(work, write=True)
 
-    async def refuse(self, row_id: int, error: str) -> None:
-        """Nothing started: the key and the request are free to be tried again."""
-        await self._fail(row_id, SubmitState.REFUSED, error)
-
-    async def lose(self, row_id: int, error: str) -> None:
-        """The request went out and no answer came: keep the row (and its key), allow a new take."""
-        await self._fail(row_id, SubmitState.LOST, error)
-
-    async def forget(self, row_id: int) -> None:
-        """The caller's token was not accepted: nothing started, and a row would only let anyone
-        with a made-up token fill the ledger (under passthrough auth, every token is a tenant)."""
+    async def forget(self, row_id: int, reason: str) -> None:
+        """Nothing billable was sent (the API refused it, or it never left): the reservation
+        goes, so no token, made-up or broke, can fill the ledger; the key and the request are
+        free to be tried again. `reason` answers identical calls that were waiting on it."""
+        with self._memory_lock:
+            self._refusals[row_id] = reason
+            while len(self._refusals) > _MEMORY:
+                self._refusals.popitem(last=False)
 
         def work(db: Sql) -> None:
             db.execute("DELETE FROM tasks WHERE row_id = ? AND state = ?", (row_id, SubmitState.SENDING))
 
         await self._run(work, write=True)
 
-    async def _fail(self, row_id: int, state: SubmitState, error: str) -> None:
-        keep_key = "idempotency_key" if state is SubmitState.LOST else "NULL"
-
-        def work(db: Sql) -> None:
-            db.execute(
-                f"UPDATE tasks SET state = ?, error = ?, idempotency_key = {keep_key}, "  # noqa: S608 (fixed text)
-                "updated_at = ? WHERE row_id = ?",
-                (state, error, time.time(), row_id),
-            )
-
-        await self._run(work, write=True)
+    def refusal(self, row_id: int) -> str | None:
+        """Why a forgotten reservation was refused, when this process forgot it recently."""
+        with self._memory_lock:
+            return self._refusals.get(row_id)
 
     # --- results -------------------------------------------------------------------------
 
@@ -346,12 +496,16 @@ class Ledger:
         hide_refused: bool = False,
     ) -> tuple[list[LedgerEntry], str | None]:
         """Newest first, with an opaque cursor for the next page. `statuses` filters on the
-        last status recorded (a task status, or the submit state for rows with none)."""
+        last status recorded (a task status, or the submit state for rows with none; a stale
+        `sending` row counts as `lost`)."""
         where: list[str] = ["tenant = ?"]
         args: list[str | float | int] = [tenant]
         if statuses is not None:
-            where.append(f"COALESCE(status, state) IN ({','.join('?' * len(statuses))})")
-            args += sorted(statuses)
+            where.append(
+                "(CASE WHEN state = ? AND created_at < ? THEN ? ELSE COALESCE(status, state) END) "
+                f"IN ({','.join('?' * len(statuses))})"
+            )
+            args += [SubmitState.SENDING, time.time() - self.stale_after, SubmitState.LOST, *sorted(statuses)]
         if hide_refused:
             where.append("state != ?")
             args.append(SubmitState.REFUSED)
@@ -379,10 +533,19 @@ class Ledger:
         return await self._run(work)
 
 
+_STALE_ERROR = (
+    "The server stopped (or lost track of the request) while this submit was being sent, and its answer "
+    "was never read: a video may exist whose task id is not known here."
+)
+
+
 class SQLiteLedger(Ledger):
     """One file; several processes on one machine share it through SQLite's locks."""
 
-    def __init__(self, path: Path) -> None:
+    setting = "LUMA_LEDGER_PATH"
+
+    def __init__(self, path: Path, *, stale_after: float = DEFAULT_SENDING_EXPIRY) -> None:
+        super().__init__(stale_after=stale_after)
         self.path = path
         self.where = str(path)
         # Opened on first use (in a worker thread), so start-up and tools/list never wait on disk.
@@ -395,13 +558,29 @@ class SQLiteLedger(Ledger):
             # One connection per process, used by one thread at a time; other processes
             # coordinate through SQLite's file locks (busy_timeout waits for them).
             db = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
-            db.row_factory = sqlite3.Row
-            self._use_wal(db)
-            db.execute("PRAGMA synchronous=NORMAL")
-            db.execute("PRAGMA busy_timeout=30000")
-            self._in_transaction(db, self._migrate)
+            try:
+                db.row_factory = sqlite3.Row
+                self._use_wal(db)
+                db.execute("PRAGMA synchronous=NORMAL")
+                db.execute("PRAGMA busy_timeout=30000")
+                self._in_transaction(db, self._migrate)
+            except BaseException:
+                db.close()  # a file that is no ledger: the next call tries (and reports) again
+                raise
             self._db = db
         return self._db
+
+    def _unusable(self, exc: Exception) -> LedgerUnavailable | None:
+        if isinstance(exc, OSError):
+            why, todo = "its folder cannot be created", "point it at a file in a folder this user can write"
+        elif not (isinstance(exc, sqlite3.OperationalError) or type(exc) is sqlite3.DatabaseError):
+            return None  # a constraint or a bug: not the store's fault
+        else:
+            why, todo = _sqlite_failure(str(exc))
+        return LedgerUnavailable(
+            f"The task ledger {self.where} cannot be used: {why} ({exc}); {todo}, "
+            f"or set {self.setting} to another file (or LUMA_LEDGER_URL to PostgreSQL)."
+        )
 
     @staticmethod
     def _use_wal(db: sqlite3.Connection) -> None:
@@ -430,7 +609,8 @@ class SQLiteLedger(Ledger):
         try:
             outcome = work(db)
         except BaseException:
-            db.execute("ROLLBACK")
+            if db.in_transaction:  # SQLite has already rolled back after some errors (a full disk)
+                db.execute("ROLLBACK")
             raise
         db.execute("COMMIT")
         return outcome
@@ -467,7 +647,9 @@ class _PostgresSql:
 class PostgresLedger(Ledger):
     """A PostgreSQL database shared by any number of replicas (psycopg 3 with a pool)."""
 
-    def __init__(self, url: str, *, max_connections: int = 10) -> None:
+    setting = "LUMA_LEDGER_URL"
+
+    def __init__(self, url: str, *, max_connections: int = 10, stale_after: float = DEFAULT_SENDING_EXPIRY) -> None:
         try:
             from psycopg.rows import dict_row
             from psycopg_pool import ConnectionPool
@@ -475,6 +657,7 @@ class PostgresLedger(Ledger):
             raise LedgerError(
                 "LUMA_LEDGER_URL names PostgreSQL, but psycopg is not installed: pip install 'luma-mcp[postgres]'."
             ) from exc
+        super().__init__(stale_after=stale_after)
         self.where = _without_password(url)
         self._pool = ConnectionPool(
             url, min_size=0, max_size=max_connections, kwargs={"row_factory": dict_row}, open=False
@@ -504,6 +687,17 @@ class PostgresLedger(Ledger):
         elif version < SCHEMA_VERSION:
             db.execute("UPDATE luma_schema SET version = ?", (SCHEMA_VERSION,))
 
+    def _unusable(self, exc: Exception) -> LedgerUnavailable | None:
+        import psycopg
+
+        if not isinstance(exc, psycopg.Error) or isinstance(exc, psycopg.IntegrityError):
+            return None
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        return LedgerUnavailable(
+            f"The task ledger {self.where} cannot be used ({detail}); check that the database is up, "
+            f"reachable and writable by this user, or set {self.setting} to another database."
+        )
+
     def _serialize(self, sql: Sql, tenant: str) -> None:
         # Duplicate checks and spending limits read, then insert: one tenant's reservations
         # take turns across every replica (released at commit).
@@ -521,6 +715,22 @@ class PostgresLedger(Ledger):
         self._pool.close()
 
 
+def _sqlite_failure(message: str) -> tuple[str, str]:
+    """What an SQLite error says about the file, and what to do about it."""
+    message = message.lower()
+    if "full" in message:
+        return "the disk is full", "free some space on it"
+    if "readonly" in message or "read-only" in message:
+        return "the file is read-only", "make it writable by this user"
+    if "not a database" in message or "malformed" in message or "corrupt" in message:
+        return "the file is not an intact SQLite ledger", "move it aside (or restore a backup)"
+    if "locked" in message or "busy" in message:
+        return "another process has held it locked for 30 s", "try again in a moment"
+    if "unable to open" in message:
+        return "it cannot be opened (a folder, or a place this user cannot write)", "point it at a writable file"
+    return "SQLite reports an error", "check the file"
+
+
 def _without_password(url: str) -> str:
     parts = urlsplit(url)
     if parts.password is None:
@@ -531,6 +741,7 @@ def _without_password(url: str) -> str:
 
 def open_ledger(settings: Settings) -> Ledger:
     """PostgreSQL when LUMA_LEDGER_URL is set, else the SQLite file at LUMA_LEDGER_PATH."""
+    stale_after = sending_expiry(settings.request_timeout, settings.retry_max_seconds)
     if settings.ledger_url is not None:
         url = settings.ledger_url.get_secret_value()
         if not url.startswith(("postgresql://", "postgres://")):
@@ -538,8 +749,8 @@ def open_ledger(settings: Settings) -> Ledger:
                 f"LUMA_LEDGER_URL must be a postgresql:// URL (got {_without_password(url).split(':')[0]}:); "
                 "for SQLite set LUMA_LEDGER_PATH instead."
             )
-        return PostgresLedger(url)
-    return SQLiteLedger(settings.ledger_path)
+        return PostgresLedger(url, stale_after=stale_after)
+    return SQLiteLedger(settings.ledger_path, stale_after=stale_after)
 
 
 def encode_cursor(entry: LedgerEntry) -> str:
@@ -547,8 +758,13 @@ def encode_cursor(entry: LedgerEntry) -> str:
 
 
 def decode_cursor(cursor: str) -> tuple[float, int]:
+    refused = LedgerError("That cursor is not one list_tasks gave; call list_tasks without a cursor.")
     try:
         created_at, row_id = json.loads(base64.urlsafe_b64decode(cursor.encode()))
-        return float(created_at), int(row_id)
-    except (ValueError, TypeError) as exc:
-        raise LedgerError("That cursor is not one list_tasks gave; call list_tasks without a cursor.") from exc
+        position = float(created_at), int(row_id)
+    except (ValueError, TypeError, OverflowError) as exc:  # OverflowError: int(1e999)
+        raise refused from exc
+    # Only what encode_cursor writes: a finite time and a row id both databases can compare.
+    if not math.isfinite(position[0]) or not 0 <= position[1] < 2**63:
+        raise refused
+    return position

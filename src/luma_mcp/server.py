@@ -403,7 +403,7 @@ def create_server(
             task_id = result.task_id
             try:
                 waited = await service.wait({task_id: result}, wait_seconds, report, age=result.elapsed_seconds or 0)
-            except LumaError as exc:
+            except (LumaError, LedgerError) as exc:
                 raise ToolError(
                     f"Task {task_id} was submitted, but checking on it failed: {exc} "
                     f'Do not submit again; call get_task(task_id="{task_id}") later.'

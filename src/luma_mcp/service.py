@@ -18,13 +18,22 @@ from urllib.parse import urlsplit
 
 import anyio
 from pydantic import BaseModel
+from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, stop_after_delay, wait_exponential
 
 from luma_mcp import download
 from luma_mcp.client import LumaClient
 from luma_mcp.config import Settings
-from luma_mcp.errors import LumaAuthError, LumaError
-from luma_mcp.ledger import Ledger, LedgerEntry, SpendingLimits, SubmitState
-from luma_mcp.models import TaskStatus, VideoRequest
+from luma_mcp.errors import LumaError
+from luma_mcp.ledger import (
+    Ledger,
+    LedgerEntry,
+    LedgerError,
+    LedgerUnavailable,
+    SpendingLimits,
+    SubmitState,
+    submit_deadline,
+)
+from luma_mcp.models import Accepted, TaskStatus, VideoRequest
 from luma_mcp.results import TaskResult, from_record
 from luma_mcp.waiting import PollSchedule, RecentReads, wait_for_tasks
 
@@ -32,6 +41,14 @@ log = logging.getLogger(__name__)
 
 Report = Callable[[float, float | None, str], Awaitable[None]]
 OPERATOR = ""  # the tenant of everything done with the server's own token
+# Writing an accepted task id: a few quick tries (a busy or briefly failing store), well inside
+# the ledger's ANSWER_WRITE_SECONDS, before the id is held in memory instead.
+ACCEPT_ATTEMPTS = 3
+ACCEPT_RETRY_SECONDS = 5.0
+_LOST_ADVICE = (
+    "The submit is recorded in list_tasks as 'lost'. Before trying again, wait a minute; to submit anyway "
+    "(which may pay twice), call again with new_take=true."
+)
 
 
 def tenant_of(token: str) -> str:
@@ -94,7 +111,9 @@ class VideoService:
 
         The ledger row is written before the request leaves, and the task id the moment
         it comes back, before any progress is reported: a host that gives up at any
-        point leaves a task that list_tasks and get_task can find.
+        point leaves a task that list_tasks and get_task can find. A submit that provably
+        sent nothing billable leaves no row. Once the API has accepted a submit, its task id
+        reaches the caller whatever the ledger does.
         """
         settings = self.settings
         reservation = await self.ledger.reserve(
@@ -113,48 +132,103 @@ class VideoService:
             return self._reused(entry, by_key=idempotency_key is not None)
         # Shielded: once the request may be on its way, see it through to the ledger.
         with anyio.CancelScope(shield=True):
-            try:
-                accepted = await self.luma.submit(request)
-            except LumaError as exc:
-                if exc.submit_may_have_started:
-                    await self.ledger.lose(entry.row_id, str(exc))
-                    raise ServiceError(
-                        f"{exc} The submit is recorded in list_tasks as 'lost'. Before trying again, wait a "
-                        "minute; to submit anyway (which may pay twice), call again with new_take=true."
-                    ) from None
-                if isinstance(exc, LumaAuthError):
-                    await self.ledger.forget(entry.row_id)
-                else:
-                    await self.ledger.refuse(entry.row_id, str(exc))
-                raise
+            accepted = await self._send(entry, request)
             result = TaskResult(
                 task_id=accepted.task_id, status=TaskStatus.PENDING, prompt=request.prompt, elapsed_seconds=0
             )
-            await self.ledger.accept(entry.row_id, accepted.task_id, result)
+            result = await self._record_answer(entry, request, result)
         log.info("submitted %s task %s", request.action, accepted.task_id)
         await report(0, None, f"Task {accepted.task_id}: submitted")
         return result
 
+    async def _send(self, entry: LedgerEntry, request: VideoRequest) -> Accepted:
+        """The request itself, cut off at the deadline the ledger counts on (after it, a row
+        still `sending` reads as lost); the row is settled by what is known about the outcome."""
+        settings = self.settings
+        deadline = submit_deadline(settings.request_timeout, settings.retry_max_seconds)
+        try:
+            with anyio.fail_after(deadline):
+                return await self.luma.submit(request)
+        except LumaError as exc:
+            if exc.submit_may_have_started:
+                await self._settle(self.ledger.lose(entry.row_id, str(exc)))
+                raise ServiceError(f"{exc} {_LOST_ADVICE}") from None
+            # Nothing billable left (refused, or never sent): no row, so no caller can fill the ledger.
+            await self._settle(self.ledger.forget(entry.row_id, str(exc)))
+            raise
+        except TimeoutError:
+            await self._settle(self.ledger.lose(entry.row_id, f"No answer within {deadline:g} s."))
+            raise ServiceError(f"The API did not answer the submit within {deadline:g} s. {_LOST_ADVICE}") from None
+        except Exception as exc:
+            # A failure of our own, with no proof the request did not leave: a video may exist.
+            log.error("submit crashed", exc_info=exc)
+            await self._settle(self.ledger.lose(entry.row_id, f"luma-mcp failed while sending ({type(exc).__name__})."))
+            raise ServiceError(
+                f"The submit failed inside luma-mcp ({type(exc).__name__}); the details are in the server's log. "
+                f"{_LOST_ADVICE}"
+            ) from None
+
+    async def _settle(self, write: Awaitable[None]) -> None:
+        """Write down a failed submit's outcome; if the ledger cannot, the caller still hears the
+        submit's own error (the row stays `sending` and reads as lost once it is stale)."""
+        try:
+            await write
+        except LedgerError as exc:
+            log.warning("%s", exc)
+
+    async def _record_answer(self, entry: LedgerEntry, request: VideoRequest, result: TaskResult) -> TaskResult:
+        """Write the accepted task id, retrying briefly; if the ledger still fails, the id is kept
+        in memory (identical calls get it at once, the next working write stores it), logged,
+        and told to the caller: it is never only in a call that failed."""
+        task_id = result.task_id
+        try:
+            async for attempt in AsyncRetrying(
+                retry=retry_if_exception_type(LedgerUnavailable),
+                stop=stop_after_attempt(ACCEPT_ATTEMPTS) | stop_after_delay(ACCEPT_RETRY_SECONDS),
+                wait=wait_exponential(multiplier=0.1, max=1.0),
+                reraise=True,
+            ):
+                with attempt:
+                    await self.ledger.accept(entry.row_id, task_id, result)
+        except Exception as exc:
+            self.ledger.hold_answer(entry.row_id, task_id, result)
+            log.warning(
+                "Task %s (%s) was accepted by the API, but the ledger could not record it: %s",
+                task_id,
+                request.action,
+                exc,
+            )
+            note = (
+                f"Task {task_id} was submitted, but the task ledger could not record it ({exc}). "
+                f"Keep this task_id: list_tasks may not show it after a restart; "
+                f'get_task(task_id="{task_id}") works.'
+            )
+            return result.model_copy(update={"note": note})
+        return result
+
     async def _settled(self, entry: LedgerEntry) -> LedgerEntry:
         """An identical submit is in flight (perhaps in another process): wait for its answer
-        rather than fail, as long as one request may take."""
+        rather than fail, but no longer than that submit can still take."""
         latest: LedgerEntry | None = entry
-        with anyio.move_on_after(self.settings.request_timeout + 5):
+        remaining = entry.created_at + self.ledger.stale_after - time.time()
+        with anyio.move_on_after(min(remaining, self.settings.request_timeout + 5)):
             while latest is not None and latest.state is SubmitState.SENDING:
                 await anyio.sleep(0.1)
                 latest = await self.ledger.entry(entry.row_id)
-        if latest is None:  # forgotten: the token was not accepted, and this call carries the same one
-            raise ServiceError(
-                "An identical request sent just before this one was refused: the API token was not accepted."
-            )
-        if latest.state is SubmitState.REFUSED:
+        if latest is None:  # forgotten: nothing billable was sent
+            why = self.ledger.refusal(entry.row_id) or "nothing was sent or charged"
+            raise ServiceError(f"An identical request sent just before this one was refused: {why}")
+        if latest.state is SubmitState.REFUSED:  # a row written by an older luma-mcp
             raise ServiceError(f"An identical request sent just before this one was refused: {latest.error}")
         return latest
 
     def _reused(self, entry: LedgerEntry, by_key: bool) -> TaskResult:
         age = _ago(time.time() - entry.created_at)
         if entry.task_id is None:
-            what = "its answer was lost" if entry.state is SubmitState.LOST else "it is being submitted right now"
+            if entry.state is SubmitState.LOST:
+                what = f"its answer was lost ({entry.error})" if entry.error else "its answer was lost"
+            else:
+                what = "it is still being submitted"
             raise ServiceError(
                 f"An identical request was sent {age} ago and {what}, so a video may already be on its way. "
                 "Check list_tasks in a minute; to submit anyway (which may pay twice), call again with new_take=true."
@@ -187,7 +261,10 @@ class VideoService:
         self.reads.remember(self.tenant, fetched)
         # Write only what moved on: a poll that finds the task still generating costs no write
         # lock, which is what several processes sharing one ledger contend for.
-        await self.ledger.record(self.tenant, [r for i, r in fetched.items() if _moved_on(known.get(i), r)])
+        try:
+            await self.ledger.record(self.tenant, [r for i, r in fetched.items() if _moved_on(known.get(i), r)])
+        except LedgerUnavailable as exc:  # a cache of what upstream said: the read still answers
+            log.warning("%s", exc)
         # A task we submitted but upstream does not (yet) return: our last known state.
         for task_id in missing:
             entry = known.get(task_id)
@@ -233,8 +310,8 @@ class VideoService:
         entries, next_cursor = await self.ledger.recent(
             self.tenant,
             statuses=statuses,
-            since=since.timestamp() if since else None,
-            until=until.timestamp() if until else None,
+            since=_timestamp("since", since),
+            until=_timestamp("until", until),
             limit=limit,
             cursor=cursor,
             hide_refused=status is None,
@@ -336,6 +413,18 @@ class VideoService:
         if parts.scheme == "https" or (parts.scheme == "http" and parts.netloc == api.netloc):
             return url
         raise ServiceError(f"The task's media URL {url} is not https; refusing to fetch it.")
+
+
+def _timestamp(name: str, moment: datetime | None) -> float | None:
+    if moment is None:
+        return None
+    try:
+        return moment.timestamp()
+    except (ValueError, OverflowError, OSError):  # a naive time near year 1 or 9999 has no local offset
+        raise ServiceError(
+            f"{name}={moment.isoformat()} cannot be used as a time here; give a date and time with a UTC offset, "
+            f"like 2026-01-01T00:00:00Z, or leave {name} out."
+        ) from None
 
 
 def _moved_on(entry: LedgerEntry | None, result: TaskResult) -> bool:
