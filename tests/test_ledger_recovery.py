@@ -41,6 +41,7 @@ from .test_stdio import server_env
 pytestmark = pytest.mark.anyio
 
 PARAMS = {"action": "generate", "prompt": "a fox"}
+DEFAULT_EXPIRY = 105  # seconds after which a `sending` row reads as lost, with default settings (README)
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -113,14 +114,15 @@ async def test_tokens_that_cannot_pay_leave_no_row(store: str, sim_server: Simul
     ledger = open_store(store)
     settings = make_settings(sim_server.url)
     try:
-        for token in [*tokens, *unsendable]:
-            service = service_for(settings, ledger, luma, token)
-            for attempt in range(3):
-                request = GenerateRequest(prompt=f"clip {attempt}")
-                with pytest.raises(LumaError) as caught:
-                    await service.submit(request, idempotency_key=f"k{attempt}", new_take=False, report=no_report)
-                assert "nothing was sent" in str(caught.value) if token in unsendable else caught.value.status_code
-        assert raw_sql(store, "SELECT COUNT(*) FROM tasks") == [(0,)]
+        for batch in (list(tokens), unsendable):
+            for token in batch:
+                service = service_for(settings, ledger, luma, token)
+                for attempt in range(3):
+                    request = GenerateRequest(prompt=f"clip {attempt}")
+                    with pytest.raises(LumaError) as caught:
+                        await service.submit(request, idempotency_key=f"k{attempt}", new_take=False, report=no_report)
+                    assert "nothing was sent" in str(caught.value) if batch is unsendable else caught.value.status_code
+            assert raw_sql(store, "SELECT COUNT(*) FROM tasks") == [(0,)]
         assert sim.count("/luma/videos") == 3 * len(tokens)  # the unsendable ones never left
     finally:
         ledger.close()
@@ -221,12 +223,12 @@ async def test_an_accepted_task_id_survives_a_full_disk(
 
 
 async def test_a_stale_sending_row_reads_as_lost_and_a_new_take_frees_its_key(store: str) -> None:
-    ledger = open_store(store, stale_after=0.3)
+    ledger = open_store(store, stale_after=1.5)
     try:
         first = await ledger.reserve("", "generate", PARAMS, idempotency_key="k1", dedupe_window=300)
         plain = await ledger.reserve("", "generate", {"prompt": "other"}, dedupe_window=300)
         assert (await ledger.reserve("", "generate", PARAMS, idempotency_key="k1")).entry.state is SubmitState.SENDING
-        await anyio.sleep(0.4)  # longer than any submit can take: nobody is sending these any more
+        await anyio.sleep(1.6)  # longer than any submit can take: nobody is sending these any more
         again = await ledger.reserve("", "generate", PARAMS, idempotency_key="k1")
         assert again.reused and again.entry.state is SubmitState.LOST and again.entry.error
         duplicate = await ledger.reserve("", "generate", {"prompt": "other"}, dedupe_window=300)
@@ -252,15 +254,13 @@ async def test_a_stale_sending_row_reads_as_lost_and_a_new_take_frees_its_key(st
 def test_the_sending_expiry_follows_the_request_timeout() -> None:
     from luma_mcp.ledger import sending_expiry
 
-    assert sending_expiry(30, 20) == 105  # the README's figure for the defaults
+    assert sending_expiry(30, 20) == DEFAULT_EXPIRY
     assert sending_expiry(120, 20) - sending_expiry(30, 20) == 90
 
 
 async def test_after_a_kill_mid_submit_retries_are_told_and_a_keyed_new_take_works(
     sim_server: SimulatorServer, private_folders: Path
 ) -> None:
-    from luma_mcp.ledger import sending_expiry
-
     sim = sim_server.simulator
     sim.inject("slow", "/luma/videos", delay=2.0)  # the request arrives; the answer would come later
     env = server_env(ACEDATACLOUD_API_TOKEN=CANARY_TOKEN, ACEDATACLOUD_API_BASE_URL=sim_server.url)
@@ -276,7 +276,7 @@ async def test_after_a_kill_mid_submit_retries_are_told_and_a_keyed_new_take_wor
     with sqlite3.connect(path) as db:
         assert db.execute("SELECT state FROM tasks").fetchall() == [("sending",)]
         # Time passes beyond what any submit can take (the default expiry, and then some).
-        db.execute("UPDATE tasks SET created_at = created_at - ?", (sending_expiry(30, 20) + 1,))
+        db.execute("UPDATE tasks SET created_at = created_at - ?", (DEFAULT_EXPIRY + 1,))
 
     async with Client(create_server(make_settings(sim_server.url), schedule=FAST_SCHEDULE)) as client:
         for same in (args, {k: v for k, v in args.items() if k != "idempotency_key"}):
