@@ -339,11 +339,17 @@ async def test_a_row_with_bad_json_is_listed_degraded_and_logged_once(
     raw_sql(
         store, "UPDATE tasks SET params = ?, result = ? WHERE row_id = ?", ("{not json", '{"task', bad.entry.row_id)
     )
+    odd = await ledger.reserve("", "generate", {"prompt": "odd"})
+    raw_sql(store, "UPDATE tasks SET state = ? WHERE row_id = ?", ("from-the-future", odd.entry.row_id))
     with caplog.at_level(logging.WARNING, logger="luma_mcp"):
         for _ in range(2):
             listed, _ = await ledger.recent("")
-            assert [(e.task_id, e.prompt) for e in listed] == [("t2", None), ("t1", "a fox")]
-    assert sum("unreadable data" in r.getMessage() for r in caplog.records) == 1
+            assert [(e.task_id, e.prompt, e.state) for e in listed] == [
+                (None, "odd", SubmitState.LOST),  # no task id and no known state: a video may exist
+                ("t2", None, SubmitState.ACCEPTED),  # still listed, with what can be read
+                ("t1", "a fox", SubmitState.ACCEPTED),
+            ]
+    assert sum("unreadable data" in r.getMessage() for r in caplog.records) == 2  # once per row
 
 
 def cursor_of(text: str) -> str:
@@ -377,3 +383,14 @@ async def test_a_ledger_error_on_the_service_path_is_a_ledger_error(
         await service.list(status=None, since=None, until=None, limit=5, cursor=None, refresh=False)
     with pytest.raises((LedgerError, ServiceError)):
         await service.submit(GenerateRequest(prompt="x"), idempotency_key=None, new_take=False, report=no_report)
+
+
+async def test_list_tasks_survives_a_row_with_bad_json(mcp_client: Client, private_folders: Path) -> None:
+    made = await mcp_client.call_tool("generate_video", {"prompt": "a fox", "wait_seconds": 0})
+    task_id = TaskResult.model_validate(made.structured_content).task_id
+    with sqlite3.connect(private_folders / "ledger.sqlite3") as db:
+        db.execute("UPDATE tasks SET params = '{cut', result = 'not json'")
+    for _ in range(2):
+        listed = await mcp_client.call_tool("list_tasks", {})
+        assert not listed.is_error, text_of(listed)
+        assert [row["task_id"] for row in listed.structured_content["tasks"]] == [task_id]  # type: ignore[index]

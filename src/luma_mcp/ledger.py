@@ -237,16 +237,22 @@ class Ledger:
         error: one bad row must not break every listing."""
         row_id = row["row_id"]
         task_id, error = row["task_id"], row["error"]
-        params: dict[str, Any] = {}
-        result: TaskResult | None = None
-        try:
-            state = SubmitState(row["state"])
-            loaded = json.loads(row["params"])
-            params = loaded if isinstance(loaded, dict) else {}
-            result = TaskResult.model_validate_json(row["result"]) if row["result"] else None
-        except ValueError as exc:  # JSON and pydantic errors are ValueErrors
-            state = SubmitState.ACCEPTED if task_id else SubmitState.LOST
-            self._log_bad_row(row_id, exc)
+        problems: list[ValueError] = []
+
+        def readable(read: Callable[[], T], fallback: T) -> T:
+            try:
+                return read()
+            except ValueError as exc:  # JSON, enum and pydantic errors are ValueErrors
+                problems.append(exc)
+                return fallback
+
+        # An unknown state: a task id means the API accepted it; without one a video may exist.
+        state = readable(lambda: SubmitState(row["state"]), SubmitState.ACCEPTED if task_id else SubmitState.LOST)
+        loaded: object = readable(lambda: json.loads(row["params"]), {})
+        params: dict[str, Any] = loaded if isinstance(loaded, dict) else {}
+        result = readable(lambda: TaskResult.model_validate_json(row["result"]) if row["result"] else None, None)
+        if problems:
+            self._log_bad_row(row_id, problems[0])
         held = self._unwritten.get(row_id)
         if held is not None and task_id is None:
             task_id, result = held
