@@ -219,6 +219,46 @@ async def test_an_accepted_task_id_survives_a_full_disk(
     assert rows[0] == (task_id, "accepted") and len(rows) == 2
 
 
+async def test_an_accepted_task_id_survives_a_database_that_refuses_the_write(
+    postgres_url: str, sim_server: SimulatorServer, luma: LumaClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    """PostgreSQL refuses the answer's write with the SQLSTATE a full disk gives (53100,
+    disk_full, raised by a trigger): the id still reaches the caller, then the store."""
+    ledger = PostgresLedger(postgres_url)
+    service = service_for(make_settings(sim_server.url), ledger, luma)
+    await ledger.recent("")  # creates the schema
+    raw_sql(
+        postgres_url,
+        "CREATE FUNCTION no_space() RETURNS trigger AS $$ BEGIN "
+        "RAISE EXCEPTION 'could not extend file: No space left on device' USING ERRCODE = 'disk_full'; "
+        "END $$ LANGUAGE plpgsql",
+    )
+    raw_sql(
+        postgres_url,
+        "CREATE TRIGGER full_disk BEFORE UPDATE OF task_id ON tasks FOR EACH ROW EXECUTE FUNCTION no_space()",
+    )
+    try:
+        with caplog.at_level(logging.WARNING, logger="luma_mcp"):
+            result = await service.submit(
+                GenerateRequest(prompt="a fox"), idempotency_key="k", new_take=False, report=no_report
+            )
+        [task_id] = list(sim_server.simulator.tasks)
+        assert result.task_id == task_id and result.note and task_id in result.note
+        assert "No space left on device" in result.note and "LUMA_LEDGER_URL" in result.note
+        assert any(task_id in r.getMessage() and r.levelno == logging.WARNING for r in caplog.records)
+        started = time.monotonic()
+        again = await service.submit(
+            GenerateRequest(prompt="a fox"), idempotency_key="k", new_take=False, report=no_report
+        )
+        assert again.task_id == task_id and time.monotonic() - started < 3
+        raw_sql(postgres_url, "DROP TRIGGER full_disk ON tasks")
+        await service.submit(GenerateRequest(prompt="another"), idempotency_key=None, new_take=False, report=no_report)
+    finally:
+        ledger.close()
+    rows = raw_sql(postgres_url, "SELECT task_id, state FROM tasks ORDER BY row_id")
+    assert rows[0] == (task_id, "accepted") and len(rows) == 2 and sim_server.simulator.count("/luma/videos") == 2
+
+
 # --- item 6: a submit killed in flight --------------------------------------------------------
 
 
