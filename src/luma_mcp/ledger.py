@@ -402,22 +402,26 @@ class Ledger:
                 )
 
     async def _write_held_answers(self) -> None:
-        held = dict(self._unwritten)
+        """One transaction per held answer: a store still down stops the round (the caller's own
+        write then reports it); an answer the store refuses for good (a constraint) is dropped,
+        its task id having been logged when it was held."""
+        for row_id, (task_id, result) in list(self._unwritten.items()):
 
-        def work(db: Sql) -> None:
-            for row_id, (task_id, result) in held.items():
+            def work(db: Sql, row_id: int = row_id, task_id: str = task_id, result: TaskResult = result) -> None:
                 self._write_answer(db, row_id, task_id, result)
 
-        try:
-            with anyio.CancelScope(shield=True):
-                await self._transaction(work, write=True)
-        except Exception as exc:  # still failing: keep them, and let the caller's own write report it
-            log.debug("held task ids still cannot be written: %s", exc)
-            return
-        with self._memory_lock:
-            for row_id in held:
+            try:
+                with anyio.CancelScope(shield=True):
+                    await self._transaction(work, write=True)
+            except Exception as exc:
+                if self._unusable(exc) is not None:
+                    log.debug("held task ids still cannot be written: %s", exc)
+                    return
+                log.error("Task %s cannot be written to the ledger at %s: %s", task_id, self.where, exc)
+            else:
+                log.warning("Task %s, held in memory, is now written to the ledger at %s.", task_id, self.where)
+            with self._memory_lock:
                 self._unwritten.pop(row_id, None)
-        log.warning("Wrote %d held task id(s) to the ledger at %s.", len(held), self.where)
 
     async def lose(self, row_id: int, error: str) -> None:
         """The request went out and no answer came: keep the row (and its key), allow a new take."""
