@@ -264,7 +264,7 @@ class VideoService:
         try:
             await self.ledger.record(self.tenant, [r for i, r in fetched.items() if _moved_on(known.get(i), r)])
         except LedgerUnavailable as exc:  # a cache of what upstream said: the read still answers
-            log.warning("%s", exc)
+            log.debug("statuses not recorded: %s", exc)  # the ledger logs each store failure once
         # A task we submitted but upstream does not (yet) return: our last known state.
         for task_id in missing:
             entry = known.get(task_id)
