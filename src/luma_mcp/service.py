@@ -8,13 +8,14 @@ method and renders the answer; every failure here is a `LumaError`, `LedgerError
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import threading
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from urllib.parse import urlsplit
+from pathlib import Path
 
 import anyio
 from pydantic import BaseModel
@@ -31,6 +32,7 @@ from luma_mcp.waiting import PollSchedule, RecentReads, wait_for_tasks
 log = logging.getLogger(__name__)
 
 Report = Callable[[float, float | None, str], Awaitable[None]]
+MB = 1024 * 1024
 OPERATOR = ""  # the tenant of everything done with the server's own token
 
 
@@ -76,6 +78,7 @@ class VideoService:
         reads: RecentReads,
         tenant: str = OPERATOR,
         stopping: threading.Event | None = None,
+        remote: bool = False,
     ) -> None:
         self.settings = settings
         self.luma = luma
@@ -84,6 +87,7 @@ class VideoService:
         self.reads = reads
         self.tenant = tenant
         self.stopping = stopping  # set when the server shuts down: waits end early
+        self.remote = remote  # served over HTTP: the caller is not on this machine
 
     # --- submitting ----------------------------------------------------------------------
 
@@ -278,7 +282,11 @@ class VideoService:
         overwrite: bool,
         report: Report,
     ) -> SavedVideo:
-        """Save the task's own video (never an arbitrary URL) into the download folder."""
+        """Save the task's own video (never an arbitrary URL) into the download folder.
+
+        Over HTTP the file would land on the server, not with the caller: that is off unless
+        the operator turns it on, and then bounded per tenant in bytes and files."""
+        settings = self.settings
         result = (await self.fetch([task_id])).get(task_id)
         if result is None:
             raise ServiceError(f"No task with id {task_id}. Check the id with list_tasks.")
@@ -287,10 +295,15 @@ class VideoService:
                 f"Task {task_id} is {result.status.value}, so there is no video to save yet. "
                 f'Wait for it with get_task(task_id="{task_id}", wait_seconds=...) first.'
             )
+        if self.remote and not settings.http_downloads:
+            raise ServiceError(
+                "download_video is off on this server: it is reached over HTTP, so a saved file would stay on the "
+                f"server, not with you. Download the video yourself from its video_url (it expires within days): "
+                f"{result.video_url}"
+            )
         # Each tenant of a shared server saves into its own folder.
-        folder = self.settings.download_dir / self.tenant[:16] if self.tenant else self.settings.download_dir
+        folder = settings.download_dir / self.tenant[:16] if self.tenant else settings.download_dir
         stem = filename or f"luma-{task_id}"
-        max_bytes = int(self.settings.max_download_mb * 1024 * 1024)
         video_target = download.safe_target(folder, stem, ".mp4")
         thumb_target = download.safe_target(folder, stem.removesuffix(".mp4"), ".jpg") if include_thumbnail else None
 
@@ -300,26 +313,29 @@ class VideoService:
             )
             await report(done, total, f"Downloading task {task_id}: {size}")
 
-        http = self.luma.http
-        saved = await download.save(
-            http,
-            self._trusted(result.video_url),
-            video_target,
-            accept=("video/", "application/octet-stream"),
-            max_bytes=max_bytes,
-            overwrite=overwrite,
-            progress=progress,
-        )
-        thumb = None
-        if thumb_target is not None and result.thumbnail_url:
-            thumb = await download.save(
+        async def save(url: str, target: Path, accept: tuple[str, ...], show: bool) -> download.SavedFile:
+            max_bytes, hint = self._download_cap(folder, target, overwrite)
+            return await download.save(
                 http,
-                self._trusted(result.thumbnail_url),
-                thumb_target,
-                accept=("image/",),
+                self._trusted(url),
+                target,
+                accept=accept,
                 max_bytes=max_bytes,
                 overwrite=overwrite,
+                api_base_url=settings.api_base_url,
+                reserve_bytes=int(settings.download_reserve_mb * MB),
+                cap_hint=hint,
+                progress=progress if show else None,
             )
+
+        async with (
+            download.guarded_client(settings.api_base_url, settings.request_timeout) as http,
+            download.one_at_a_time(folder) if self.remote else contextlib.nullcontext(),
+        ):
+            saved = await save(result.video_url, video_target, ("video/", "application/octet-stream"), True)
+            thumb = None
+            if thumb_target is not None and result.thumbnail_url:
+                thumb = await save(result.thumbnail_url, thumb_target, ("image/",), False)
         return SavedVideo(
             task_id=task_id,
             path=str(saved.path),
@@ -328,14 +344,45 @@ class VideoService:
             thumbnail_path=str(thumb.path) if thumb else None,
         )
 
+    def _download_cap(self, folder: Path, target: Path, overwrite: bool) -> tuple[int, str]:
+        """The most bytes the next file may take, and what to do when it is too big: the size
+        cap, and for an HTTP tenant also what is left of their quota (checked in turn with
+        their other downloads, see `download.one_at_a_time`)."""
+        settings = self.settings
+        cap = int(settings.max_download_mb * MB)
+        if not self.remote:
+            return cap, "Raise LUMA_MAX_DOWNLOAD_MB to allow it."
+        used = download.folder_usage(folder)
+        used_bytes, used_files = used.bytes, used.files
+        if overwrite and target.is_file():  # replacing a file frees its bytes and its place
+            used_bytes -= target.stat().st_size
+            used_files -= 1
+        quota_bytes = int(settings.http_download_quota_mb * MB)
+        full = "No tool removes files: download the video from its video_url instead, or ask the operator to raise "
+        if used_files >= settings.http_download_quota_files:
+            raise ServiceError(
+                f"Not saved: your download folder on this server already holds {used_files} files, its limit. "
+                f"{full}LUMA_HTTP_DOWNLOAD_QUOTA_FILES."
+            )
+        if used_bytes >= quota_bytes:
+            raise ServiceError(
+                f"Not saved: your download folder on this server already holds {download.human_size(used_bytes)}, "
+                f"its limit. {full}LUMA_HTTP_DOWNLOAD_QUOTA_MB."
+            )
+        if quota_bytes - used_bytes < cap:
+            return quota_bytes - used_bytes, (
+                f"Only {download.human_size(quota_bytes - used_bytes)} of your download quota on this server is "
+                "left: download the video from its video_url instead, or ask the operator to raise "
+                "LUMA_HTTP_DOWNLOAD_QUOTA_MB."
+            )
+        return cap, "Raise LUMA_MAX_DOWNLOAD_MB to allow it."
+
     def _trusted(self, url: str) -> str:
         """Result URLs are https on the provider's CDN; plain http only from the API's own host
-        (the simulator). Anything else is refused rather than fetched."""
-        parts = urlsplit(url)
-        api = urlsplit(self.settings.api_base_url)
-        if parts.scheme == "https" or (parts.scheme == "http" and parts.netloc == api.netloc):
-            return url
-        raise ServiceError(f"The task's media URL {url} is not https; refusing to fetch it.")
+        (the simulator). Anything else is refused rather than fetched; `download.save` applies
+        the same rule to every redirect and checks the addresses it connects to."""
+        download.check_url(url, self.settings.api_base_url)
+        return url
 
 
 def _moved_on(entry: LedgerEntry | None, result: TaskResult) -> bool:
