@@ -215,6 +215,19 @@ async def test_remote_quota_in_files_and_bytes(sim_server: SimulatorServer, priv
     assert files_in(folder) == ["one.mp4"]
 
 
+async def test_a_video_is_not_saved_when_its_thumbnail_would_not_fit(
+    sim_server: SimulatorServer, private_folders: Path
+) -> None:
+    settings = settings_for(sim_server, LUMA_HTTP_DOWNLOADS="true", LUMA_HTTP_DOWNLOAD_QUOTA_FILES=3)
+    async with Client(create_server(settings, schedule=FAST_SCHEDULE, remote=True)) as mcp:
+        task = await finished_task(mcp)
+        assert not (await download(mcp, task_id=task.task_id, filename="a", include_thumbnail=True)).is_error
+        refused = await download(mcp, task_id=task.task_id, filename="b", include_thumbnail=True)
+        assert refused.is_error and "may hold 3" in text_of(refused)
+        assert not (await download(mcp, task_id=task.task_id, filename="b")).is_error  # the video alone fits
+    assert files_in(private_folders / "videos") == ["a.jpg", "a.mp4", "b.mp4"]
+
+
 async def test_stdio_keeps_saving_without_a_quota(sim_server: SimulatorServer, private_folders: Path) -> None:
     tight = settings_for(sim_server, LUMA_HTTP_DOWNLOAD_QUOTA_FILES=1)  # applies to HTTP callers only
     async with Client(create_server(tight, schedule=FAST_SCHEDULE)) as mcp:

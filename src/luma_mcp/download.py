@@ -41,6 +41,8 @@ import anyio
 import httpcore
 import httpx
 
+from luma_mcp import __version__
+
 CHUNK = 64 * 1024
 MAX_REDIRECTS = 5
 PROGRESS_SECONDS = 0.25  # at most four progress notifications a second, and always the last
@@ -178,7 +180,13 @@ def guarded_client(api_base_url: str, timeout: float) -> httpx.AsyncClient:
         max_connections=4,
         network_backend=_GuardedBackend(_origin(httpx.URL(api_base_url))),
     )
-    return httpx.AsyncClient(transport=transport, timeout=timeout, follow_redirects=False, trust_env=False)
+    return httpx.AsyncClient(
+        transport=transport,
+        timeout=timeout,
+        follow_redirects=False,
+        trust_env=False,
+        headers={"User-Agent": f"luma-mcp/{__version__}"},
+    )
 
 
 # --- names, space and quotas -----------------------------------------------------------

@@ -313,8 +313,8 @@ class VideoService:
             )
             await report(done, total, f"Downloading task {task_id}: {size}")
 
-        async def save(url: str, target: Path, accept: tuple[str, ...], show: bool) -> download.SavedFile:
-            max_bytes, hint = self._download_cap(folder, target, overwrite)
+        async def save(url: str, target: Path, accept: tuple[str, ...], files: int) -> download.SavedFile:
+            max_bytes, hint = self._download_cap(folder, target, overwrite, files)
             return await download.save(
                 http,
                 self._trusted(url),
@@ -325,17 +325,18 @@ class VideoService:
                 api_base_url=settings.api_base_url,
                 reserve_bytes=int(settings.download_reserve_mb * MB),
                 cap_hint=hint,
-                progress=progress if show else None,
+                progress=progress if accept[0] == "video/" else None,
             )
 
         async with (
             download.guarded_client(settings.api_base_url, settings.request_timeout) as http,
             download.one_at_a_time(folder) if self.remote else contextlib.nullcontext(),
         ):
-            saved = await save(result.video_url, video_target, ("video/", "application/octet-stream"), True)
+            with_thumb = thumb_target is not None and result.thumbnail_url is not None
+            saved = await save(result.video_url, video_target, ("video/", "application/octet-stream"), 1 + with_thumb)
             thumb = None
             if thumb_target is not None and result.thumbnail_url:
-                thumb = await save(result.thumbnail_url, thumb_target, ("image/",), False)
+                thumb = await save(result.thumbnail_url, thumb_target, ("image/",), 1)
         return SavedVideo(
             task_id=task_id,
             path=str(saved.path),
@@ -344,10 +345,11 @@ class VideoService:
             thumbnail_path=str(thumb.path) if thumb else None,
         )
 
-    def _download_cap(self, folder: Path, target: Path, overwrite: bool) -> tuple[int, str]:
+    def _download_cap(self, folder: Path, target: Path, overwrite: bool, files: int) -> tuple[int, str]:
         """The most bytes the next file may take, and what to do when it is too big: the size
         cap, and for an HTTP tenant also what is left of their quota (checked in turn with
-        their other downloads, see `download.one_at_a_time`)."""
+        their other downloads, see `download.one_at_a_time`). `files`: how many files this
+        call is still to save, so a video is not saved only for its thumbnail to be refused."""
         settings = self.settings
         cap = int(settings.max_download_mb * MB)
         if not self.remote:
@@ -359,9 +361,10 @@ class VideoService:
             used_files -= 1
         quota_bytes = int(settings.http_download_quota_mb * MB)
         full = "No tool removes files: download the video from its video_url instead, or ask the operator to raise "
-        if used_files >= settings.http_download_quota_files:
+        if used_files + files > settings.http_download_quota_files:
             raise ServiceError(
-                f"Not saved: your download folder on this server already holds {used_files} files, its limit. "
+                f"Not saved: your download folder on this server holds {used_files} files and may hold "
+                f"{settings.http_download_quota_files}. "
                 f"{full}LUMA_HTTP_DOWNLOAD_QUOTA_FILES."
             )
         if used_bytes >= quota_bytes:
