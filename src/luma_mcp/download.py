@@ -30,18 +30,20 @@ import ipaddress
 import os
 import re
 import secrets
-import shutil
 import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, cast
 
 import anyio
-import httpcore
 import httpx
 
 from luma_mcp import __version__
+
+if TYPE_CHECKING:  # httpx imports httpcore only when a transport is made: so do we
+    import httpcore
 
 CHUNK = 64 * 1024
 MAX_REDIRECTS = 5
@@ -118,11 +120,15 @@ def is_public_address(address: str) -> bool:
     )
 
 
-class _GuardedBackend(httpcore.AsyncNetworkBackend):
-    """Resolves each host once, refuses it unless every address is public, then connects to
-    those same addresses (no second lookup an attacker's DNS could answer differently)."""
+class _GuardedBackend:
+    """An httpcore network backend (its interface, by duck typing: httpcore is imported only
+    when a download starts) that resolves each host once, refuses it unless every address is
+    public, then connects to those same addresses (no second lookup an attacker's DNS could
+    answer differently)."""
 
     def __init__(self, exempt: tuple[str, int]) -> None:
+        import httpcore
+
         self._exempt = exempt
         self._inner = httpcore.AnyIOBackend()
 
@@ -148,6 +154,8 @@ class _GuardedBackend(httpcore.AsyncNetworkBackend):
                 f"The media host {host} resolves to {', '.join(refused) or 'nothing'}, which is not a public "
                 "address; refusing to connect. The task's result cannot be saved from here: use its video_url."
             )
+        import httpcore
+
         failure: Exception | None = None
         for address in addresses:
             try:
@@ -172,13 +180,15 @@ class _GuardedBackend(httpcore.AsyncNetworkBackend):
 def guarded_client(api_base_url: str, timeout: float) -> httpx.AsyncClient:
     """An HTTP client for media downloads whose connections pass `_GuardedBackend`: no
     environment proxy (it would hide the real destination), no cookies or credentials."""
+    import httpcore
+
     transport = httpx.AsyncHTTPTransport(trust_env=False)
     # httpx takes no network backend; give its transport a pool built on ours (httpcore's
     # public API), with the same TLS verification httpx would use.
     transport._pool = httpcore.AsyncConnectionPool(
         ssl_context=httpx.create_ssl_context(trust_env=False),
         max_connections=4,
-        network_backend=_GuardedBackend(_origin(httpx.URL(api_base_url))),
+        network_backend=cast("httpcore.AsyncNetworkBackend", _GuardedBackend(_origin(httpx.URL(api_base_url)))),
     )
     return httpx.AsyncClient(
         transport=transport,
@@ -210,21 +220,15 @@ def safe_target(folder: Path, filename: str, suffix: str) -> Path:
     return target
 
 
-@dataclass(frozen=True)
-class Usage:
-    bytes: int
-    files: int
-
-
-def folder_usage(folder: Path) -> Usage:
-    """Bytes of every file directly in `folder` (temporary ones too) and the count of saved ones."""
+def folder_usage(folder: Path) -> tuple[int, int]:
+    """Bytes of every file directly in `folder` (temporary ones too), and how many saved files."""
     size = files = 0
     with contextlib.suppress(FileNotFoundError), os.scandir(folder) as entries:
         for entry in entries:
             if entry.is_file(follow_symlinks=False):
                 size += entry.stat(follow_symlinks=False).st_size
                 files += not entry.name.startswith(".")
-    return Usage(size, files)
+    return size, files
 
 
 _folder_locks: dict[Path, tuple[anyio.Lock, int]] = {}
@@ -248,7 +252,8 @@ async def one_at_a_time(folder: Path) -> AsyncIterator[None]:
 
 
 def _free_bytes(folder: Path) -> int:
-    return shutil.disk_usage(folder).free
+    stat = os.statvfs(folder)  # as shutil.disk_usage, without importing shutil on the stdio path
+    return stat.f_bavail * stat.f_frsize
 
 
 def _low_space(folder: Path, free: int, reserve: int) -> str:

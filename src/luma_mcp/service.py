@@ -354,8 +354,7 @@ class VideoService:
         cap = int(settings.max_download_mb * MB)
         if not self.remote:
             return cap, "Raise LUMA_MAX_DOWNLOAD_MB to allow it."
-        used = download.folder_usage(folder)
-        used_bytes, used_files = used.bytes, used.files
+        used_bytes, used_files = download.folder_usage(folder)
         if overwrite and target.is_file():  # replacing a file frees its bytes and its place
             used_bytes -= target.stat().st_size
             used_files -= 1
