@@ -253,6 +253,21 @@ async def test_a_download_that_would_eat_the_reserve_is_refused(
     assert files_in(private_folders / "videos") == []
 
 
+@pytest.mark.parametrize("remote", [False, True])
+async def test_a_download_folder_that_cannot_be_written_is_named(
+    sim_server: SimulatorServer, private_folders: Path, remote: bool
+) -> None:
+    not_a_folder = private_folders / "videos.txt"
+    not_a_folder.write_text("a file where the folder should be")
+    env = {"LUMA_DOWNLOAD_DIR": str(not_a_folder), "LUMA_HTTP_DOWNLOADS": "true"}
+    async with Client(create_server(settings_for(sim_server, **env), schedule=FAST_SCHEDULE, remote=remote)) as mcp:
+        task = await finished_task(mcp)
+        result = await download(mcp, task_id=task.task_id)
+    assert result.is_error and "LUMA_DOWNLOAD_DIR" in text_of(result) and str(not_a_folder) in text_of(result)
+    assert "not a folder" in text_of(result)
+    assert not_a_folder.read_text() == "a file where the folder should be"
+
+
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Any]:
     """A factory of tiny tmpfs mounts (root only): a disk that really fills up."""

@@ -223,7 +223,7 @@ def safe_target(folder: Path, filename: str, suffix: str) -> Path:
 def folder_usage(folder: Path) -> tuple[int, int]:
     """Bytes of every file directly in `folder` (temporary ones too), and how many saved files."""
     size = files = 0
-    with contextlib.suppress(FileNotFoundError), os.scandir(folder) as entries:
+    with contextlib.suppress(FileNotFoundError, NotADirectoryError), os.scandir(folder) as entries:
         for entry in entries:
             if entry.is_file(follow_symlinks=False):
                 size += entry.stat(follow_symlinks=False).st_size
@@ -271,8 +271,9 @@ def _disk_error(folder: Path, exc: OSError) -> DownloadError:
             f"Not saved: the disk holding {folder} {what}. Nothing was left behind. Free some space "
             "there or point LUMA_DOWNLOAD_DIR at a bigger disk, then try again."
         )
+    why = "it is not a folder" if isinstance(exc, FileExistsError | NotADirectoryError) else exc.strerror
     return DownloadError(
-        f"Not saved: writing to {folder} failed ({exc.strerror or type(exc).__name__}). "
+        f"Not saved: writing to {folder} failed ({why or type(exc).__name__}). "
         "Point LUMA_DOWNLOAD_DIR at a folder this server can write to, then try again."
     )
 
