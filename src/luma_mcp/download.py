@@ -25,12 +25,14 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import hashlib
 import ipaddress
 import os
 import re
 import secrets
 import socket
+import ssl
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
@@ -177,6 +179,12 @@ class _GuardedBackend:
         await self._inner.sleep(seconds)
 
 
+@functools.cache
+def _tls_context() -> ssl.SSLContext:
+    """httpx's default verification (certifi's CAs), loaded once: loading takes tens of ms."""
+    return httpx.create_ssl_context(trust_env=False)
+
+
 def guarded_client(api_base_url: str, timeout: float) -> httpx.AsyncClient:
     """An HTTP client for media downloads whose connections pass `_GuardedBackend`: no
     environment proxy (it would hide the real destination), no cookies or credentials."""
@@ -186,7 +194,7 @@ def guarded_client(api_base_url: str, timeout: float) -> httpx.AsyncClient:
     # httpx takes no network backend; give its transport a pool built on ours (httpcore's
     # public API), with the same TLS verification httpx would use.
     transport._pool = httpcore.AsyncConnectionPool(
-        ssl_context=httpx.create_ssl_context(trust_env=False),
+        ssl_context=_tls_context(),
         max_connections=4,
         network_backend=cast("httpcore.AsyncNetworkBackend", _GuardedBackend(_origin(httpx.URL(api_base_url)))),
     )
