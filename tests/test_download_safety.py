@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from anyio._core import _sockets as anyio_sockets
 from mcp import Client
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -344,3 +345,43 @@ async def test_progress_is_a_few_per_second_and_ends_with_the_total(sim_server: 
     assert not result.is_error, text_of(result)
     assert seen and seen[-1] == size
     assert len(seen) <= 4 * elapsed + 2, (len(seen), elapsed)  # one per 0.25 s, and the last
+
+
+# --- item 8: no gap between the check and the connection ------------------------------
+
+
+async def test_the_connection_goes_to_the_address_that_was_checked(monkeypatch: pytest.MonkeyPatch) -> None:
+    """DNS rebinding: a name that answers a harmless address to the check and the victim's
+    address to any later lookup. The connection must go to the address checked, with no
+    second lookup in between. (127.0.0.3 stands in for a public address; nothing leaves
+    loopback.)"""
+    checked = Listener("127.0.0.3")
+    victim = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    victim.bind(("127.0.0.1", checked.port))  # the same port: only the address tells them apart
+    victim.listen(8)
+    victim.setblocking(False)
+    real_getaddrinfo = media.anyio.getaddrinfo
+    lookups: list[str] = []
+
+    async def rebinding_dns(host: Any, port: Any, **kwargs: Any) -> Any:
+        if host != "rebind.example":
+            return await real_getaddrinfo(host, port, **kwargs)
+        lookups.append(host)
+        address = "127.0.0.3" if len(lookups) == 1 else "127.0.0.1"
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (address, port))]
+
+    monkeypatch.setattr(media.anyio, "getaddrinfo", rebinding_dns)
+    monkeypatch.setattr(anyio_sockets, "getaddrinfo", rebinding_dns)  # what anyio.connect_tcp would ask
+    monkeypatch.setattr(media, "is_public_address", lambda address: address == "127.0.0.3")
+    try:
+        backend = media._GuardedBackend(exempt=("api.example", 443))
+        stream = await backend.connect_tcp("rebind.example", checked.port, timeout=5)
+        await stream.aclose()
+        assert lookups == ["rebind.example"] and checked.connections() == 1
+        with pytest.raises(media.DownloadError, match=r"resolves to 127\.0\.0\.1"):  # the next lookup is checked too
+            await backend.connect_tcp("rebind.example", checked.port, timeout=5)
+        with pytest.raises(BlockingIOError):
+            victim.accept()  # nothing ever reached the victim
+    finally:
+        checked.close()
+        victim.close()
