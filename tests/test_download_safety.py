@@ -101,6 +101,21 @@ async def test_a_redirect_to_another_local_service_is_not_followed(
     assert victim.requests == [] and files_in(private_folders / "videos") == []
 
 
+@pytest.mark.parametrize(
+    ("location", "says"),
+    [("https://[::1/x", "RemoteProtocolError"), ("https://user:pw@localhost:1/v.mp4", "has no plain host")],
+)
+async def test_a_redirect_to_a_malformed_url_is_refused_clearly(
+    sim_server: SimulatorServer, private_folders: Path, location: str, says: str
+) -> None:
+    async with Client(create_server(settings_for(sim_server), schedule=FAST_SCHEDULE)) as mcp:
+        task = await finished_task(mcp)
+        sim_server.simulator.inject("redirect", f"/media/{task.task_id}.mp4", location=location)
+        result = await download(mcp, task_id=task.task_id)
+    assert result.is_error and says in text_of(result), text_of(result)
+    assert files_in(private_folders / "videos") == []
+
+
 @pytest.mark.parametrize("host", ["localhost", "127.0.0.2", "[::ffff:127.0.0.1]"])
 async def test_https_to_a_name_or_address_that_is_loopback_never_connects(
     sim_server: SimulatorServer, listener: Listener, private_folders: Path, host: str

@@ -372,7 +372,7 @@ async def _get(http: httpx.AsyncClient, url: str, api_base_url: str) -> AsyncIte
             finally:
                 await response.aclose()
             return
-        location = response.headers["location"]
+        location = response.headers["location"]  # httpx has refused one that is not a valid URL
         await response.aclose()
         try:
             current = check_url(str(current.join(location)), api_base_url)
