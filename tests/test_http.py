@@ -163,7 +163,7 @@ def test_refuses_a_public_address_without_auth(sim_server: SimulatorServer) -> N
 @pytest.mark.anyio
 async def test_passthrough_tenants_are_isolated(sim_server: SimulatorServer, private_folders: Path) -> None:
     sim_server.simulator.valid_tokens = {TOKEN_A, TOKEN_B}
-    server = HttpServer(http_env(sim_server, LUMA_MCP_AUTH="passthrough")).wait_ready()
+    server = HttpServer(http_env(sim_server, LUMA_MCP_AUTH="passthrough", LUMA_HTTP_DOWNLOADS="true")).wait_ready()
     try:
         async with client(server.url, TOKEN_A) as alice:
             made = await alice.call_tool("generate_video", {"prompt": "A shared idea", "wait_seconds": 20})
@@ -250,7 +250,13 @@ async def test_two_replicas_share_a_postgres_ledger(
     sim_server: SimulatorServer, postgres_url: str, private_folders: Path
 ) -> None:
     sim_server.simulator.processing_seconds = 1.5
-    env = http_env(sim_server, ACEDATACLOUD_API_TOKEN=TOKEN_A, LUMA_MCP_API_KEYS=KEY, LUMA_LEDGER_URL=postgres_url)
+    env = http_env(
+        sim_server,
+        ACEDATACLOUD_API_TOKEN=TOKEN_A,
+        LUMA_MCP_API_KEYS=KEY,
+        LUMA_LEDGER_URL=postgres_url,
+        LUMA_HTTP_DOWNLOADS="true",
+    )
     one, two = HttpServer(env).wait_ready(), HttpServer(env).wait_ready()
     try:
         async with client(one.url, KEY) as first, client(two.url, KEY) as second:

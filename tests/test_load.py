@@ -40,7 +40,9 @@ def rss_mb(pid: int) -> float:
 async def test_many_clients_many_calls(sim_server: SimulatorServer) -> None:
     sim = sim_server.simulator
     sim.queue_seconds, sim.processing_seconds = 0, 0
-    server = HttpServer(http_env(sim_server, ACEDATACLOUD_API_TOKEN=TOKEN_A, LUMA_MCP_API_KEYS=KEY)).wait_ready()
+    server = HttpServer(
+        http_env(sim_server, ACEDATACLOUD_API_TOKEN=TOKEN_A, LUMA_MCP_API_KEYS=KEY, LUMA_HTTP_DOWNLOADS="true")
+    ).wait_ready()
     answered: list[tuple[str, bool, str]] = []
     rng = random.Random(7)
     try:

@@ -56,6 +56,11 @@ class Settings(BaseSettings):
     )
     ledger_url: SecretStr | None = Field(default=None, validation_alias="LUMA_LEDGER_URL")
     max_download_mb: float = Field(default=512, gt=0, validation_alias="LUMA_MAX_DOWNLOAD_MB")
+    download_reserve_mb: float = Field(default=256, ge=0, validation_alias="LUMA_DOWNLOAD_RESERVE_MB")
+    # Over HTTP a saved file lands on the server, not with the caller: off unless turned on.
+    http_downloads: bool = Field(default=False, validation_alias="LUMA_HTTP_DOWNLOADS")
+    http_download_quota_mb: float = Field(default=2048, gt=0, validation_alias="LUMA_HTTP_DOWNLOAD_QUOTA_MB")
+    http_download_quota_files: int = Field(default=100, ge=1, validation_alias="LUMA_HTTP_DOWNLOAD_QUOTA_FILES")
 
     # Paying once: an identical request within this window returns the earlier task.
     dedupe_window_seconds: int = Field(default=300, ge=0, validation_alias="LUMA_DEDUPE_WINDOW_SECONDS")

@@ -101,7 +101,7 @@ def create_http_app(
             resource_server_url=f"{public_url}/mcp",
             validate_token_resource=False,  # the verifier knows its own tokens
         )
-    mcp = create_server(settings, token_verifier=verifier, auth=auth, stopping=stopping)
+    mcp = create_server(settings, token_verifier=verifier, auth=auth, stopping=stopping, remote=True)
 
     @mcp.custom_route("/health", methods=["GET"])  # type: ignore[untyped-decorator]
     async def health(_: Request) -> JSONResponse:

@@ -126,6 +126,7 @@ class AppState:
     schedule: PollSchedule
     reads: RecentReads
     stopping: threading.Event | None = None
+    remote: bool = False  # served over HTTP: callers are elsewhere (see VideoService.download)
 
     def service(self) -> VideoService:
         """The service for the caller of the current request."""
@@ -151,6 +152,7 @@ class AppState:
             reads=self.reads,
             tenant=tenant,
             stopping=self.stopping,
+            remote=self.remote,
         )
 
 
@@ -161,11 +163,13 @@ def create_server(
     token_verifier: TokenVerifier | None = None,
     auth: AuthSettings | None = None,
     stopping: threading.Event | None = None,
+    remote: bool = False,
 ) -> LumaMCPServer:
     """The luma-mcp server, configured by `settings`. `schedule` overrides the poll timing
     (tests and benchmarks run the simulator fast; production reads it from settings);
     `token_verifier` and `auth` protect it when served over HTTP, and `stopping` ends
-    waits early when that server shuts down (see `http_app`)."""
+    waits early when that server shuts down (see `http_app`); `remote` says it is served over
+    HTTP, to callers on other machines."""
     poll_schedule = schedule or PollSchedule.from_settings(settings)
     default_wait = settings.wait_seconds
     max_wait = settings.max_wait_seconds
@@ -177,7 +181,13 @@ def create_server(
             async with LumaClient.from_settings(settings) as luma:
                 reads = RecentReads(poll_schedule.min_interval)
                 yield AppState(
-                    settings=settings, luma=luma, ledger=ledger, schedule=poll_schedule, reads=reads, stopping=stopping
+                    settings=settings,
+                    luma=luma,
+                    ledger=ledger,
+                    schedule=poll_schedule,
+                    reads=reads,
+                    stopping=stopping,
+                    remote=remote,
                 )
         finally:
             ledger.close()

@@ -8,13 +8,14 @@ method and renders the answer; every failure here is a `LumaError`, `LedgerError
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import threading
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from urllib.parse import urlsplit
+from pathlib import Path
 
 import anyio
 from pydantic import BaseModel
@@ -40,6 +41,7 @@ from luma_mcp.waiting import PollSchedule, RecentReads, wait_for_tasks
 log = logging.getLogger(__name__)
 
 Report = Callable[[float, float | None, str], Awaitable[None]]
+MB = 1024 * 1024
 OPERATOR = ""  # the tenant of everything done with the server's own token
 # Writing an accepted task id: a few quick tries (a busy or briefly failing store), well inside
 # the ledger's ANSWER_WRITE_SECONDS, before the id is held in memory instead.
@@ -93,6 +95,7 @@ class VideoService:
         reads: RecentReads,
         tenant: str = OPERATOR,
         stopping: threading.Event | None = None,
+        remote: bool = False,
     ) -> None:
         self.settings = settings
         self.luma = luma
@@ -101,6 +104,7 @@ class VideoService:
         self.reads = reads
         self.tenant = tenant
         self.stopping = stopping  # set when the server shuts down: waits end early
+        self.remote = remote  # served over HTTP: the caller is not on this machine
 
     # --- submitting ----------------------------------------------------------------------
 
@@ -355,7 +359,11 @@ class VideoService:
         overwrite: bool,
         report: Report,
     ) -> SavedVideo:
-        """Save the task's own video (never an arbitrary URL) into the download folder."""
+        """Save the task's own video (never an arbitrary URL) into the download folder.
+
+        Over HTTP the file would land on the server, not with the caller: that is off unless
+        the operator turns it on, and then bounded per tenant in bytes and files."""
+        settings = self.settings
         result = (await self.fetch([task_id])).get(task_id)
         if result is None:
             raise ServiceError(f"No task with id {task_id}. Check the id with list_tasks.")
@@ -364,10 +372,15 @@ class VideoService:
                 f"Task {task_id} is {result.status.value}, so there is no video to save yet. "
                 f'Wait for it with get_task(task_id="{task_id}", wait_seconds=...) first.'
             )
+        if self.remote and not settings.http_downloads:
+            raise ServiceError(
+                "download_video is off on this server: it is reached over HTTP, so a saved file would stay on the "
+                f"server, not with you. Download the video yourself from its video_url (it expires within days): "
+                f"{result.video_url}"
+            )
         # Each tenant of a shared server saves into its own folder.
-        folder = self.settings.download_dir / self.tenant[:16] if self.tenant else self.settings.download_dir
+        folder = settings.download_dir / self.tenant[:16] if self.tenant else settings.download_dir
         stem = filename or f"luma-{task_id}"
-        max_bytes = int(self.settings.max_download_mb * 1024 * 1024)
         video_target = download.safe_target(folder, stem, ".mp4")
         thumb_target = download.safe_target(folder, stem.removesuffix(".mp4"), ".jpg") if include_thumbnail else None
 
@@ -377,26 +390,30 @@ class VideoService:
             )
             await report(done, total, f"Downloading task {task_id}: {size}")
 
-        http = self.luma.http
-        saved = await download.save(
-            http,
-            self._trusted(result.video_url),
-            video_target,
-            accept=("video/", "application/octet-stream"),
-            max_bytes=max_bytes,
-            overwrite=overwrite,
-            progress=progress,
-        )
-        thumb = None
-        if thumb_target is not None and result.thumbnail_url:
-            thumb = await download.save(
+        async def save(url: str, target: Path, accept: tuple[str, ...], files: int) -> download.SavedFile:
+            max_bytes, hint = self._download_cap(folder, target, overwrite, files)
+            return await download.save(
                 http,
-                self._trusted(result.thumbnail_url),
-                thumb_target,
-                accept=("image/",),
+                self._trusted(url),
+                target,
+                accept=accept,
                 max_bytes=max_bytes,
                 overwrite=overwrite,
+                api_base_url=settings.api_base_url,
+                reserve_bytes=int(settings.download_reserve_mb * MB),
+                cap_hint=hint,
+                progress=progress if accept[0] == "video/" else None,
             )
+
+        async with (
+            download.guarded_client(settings.api_base_url, settings.request_timeout) as http,
+            download.one_at_a_time(folder) if self.remote else contextlib.nullcontext(),
+        ):
+            with_thumb = thumb_target is not None and result.thumbnail_url is not None
+            saved = await save(result.video_url, video_target, ("video/", "application/octet-stream"), 1 + with_thumb)
+            thumb = None
+            if thumb_target is not None and result.thumbnail_url:
+                thumb = await save(result.thumbnail_url, thumb_target, ("image/",), 1)
         return SavedVideo(
             task_id=task_id,
             path=str(saved.path),
@@ -405,14 +422,46 @@ class VideoService:
             thumbnail_path=str(thumb.path) if thumb else None,
         )
 
+    def _download_cap(self, folder: Path, target: Path, overwrite: bool, files: int) -> tuple[int, str]:
+        """The most bytes the next file may take, and what to do when it is too big: the size
+        cap, and for an HTTP tenant also what is left of their quota (checked in turn with
+        their other downloads, see `download.one_at_a_time`). `files`: how many files this
+        call is still to save, so a video is not saved only for its thumbnail to be refused."""
+        settings = self.settings
+        cap = int(settings.max_download_mb * MB)
+        if not self.remote:
+            return cap, "Raise LUMA_MAX_DOWNLOAD_MB to allow it."
+        used_bytes, used_files = download.folder_usage(folder)
+        if overwrite and target.is_file():  # replacing a file frees its bytes and its place
+            used_bytes -= target.stat().st_size
+            used_files -= 1
+        quota_bytes = int(settings.http_download_quota_mb * MB)
+        full = "No tool removes files: download the video from its video_url instead, or ask the operator to raise "
+        if used_files + files > settings.http_download_quota_files:
+            raise ServiceError(
+                f"Not saved: your download folder on this server holds {used_files} files and may hold "
+                f"{settings.http_download_quota_files}. "
+                f"{full}LUMA_HTTP_DOWNLOAD_QUOTA_FILES."
+            )
+        if used_bytes >= quota_bytes:
+            raise ServiceError(
+                f"Not saved: your download folder on this server already holds {download.human_size(used_bytes)}, "
+                f"its limit. {full}LUMA_HTTP_DOWNLOAD_QUOTA_MB."
+            )
+        if quota_bytes - used_bytes < cap:
+            return quota_bytes - used_bytes, (
+                f"Only {download.human_size(quota_bytes - used_bytes)} of your download quota on this server is "
+                "left: download the video from its video_url instead, or ask the operator to raise "
+                "LUMA_HTTP_DOWNLOAD_QUOTA_MB."
+            )
+        return cap, "Raise LUMA_MAX_DOWNLOAD_MB to allow it."
+
     def _trusted(self, url: str) -> str:
         """Result URLs are https on the provider's CDN; plain http only from the API's own host
-        (the simulator). Anything else is refused rather than fetched."""
-        parts = urlsplit(url)
-        api = urlsplit(self.settings.api_base_url)
-        if parts.scheme == "https" or (parts.scheme == "http" and parts.netloc == api.netloc):
-            return url
-        raise ServiceError(f"The task's media URL {url} is not https; refusing to fetch it.")
+        (the simulator). Anything else is refused rather than fetched; `download.save` applies
+        the same rule to every redirect and checks the addresses it connects to."""
+        download.check_url(url, self.settings.api_base_url)
+        return url
 
 
 def _timestamp(name: str, moment: datetime | None) -> float | None:

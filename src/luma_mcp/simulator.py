@@ -48,8 +48,9 @@ FaultKind = Literal[
     "429", "500", "502", "503", "504", "html", "empty", "truncated", "not_json_object", "drop", "slow",
     # task reads that parse but say little: `{}` (as for an unknown id), or `response: null`
     "unknown_task", "null_response",
-    # media downloads: the body cut off half way, or a page instead of a video
-    "drop_body", "not_video",
+    # media downloads: the body cut off half way, or a page instead of a video; a redirect to
+    # `location`; a video of `size` bytes sent in chunks with no announced length
+    "drop_body", "not_video", "redirect", "large_video",
 ]  # fmt: skip
 
 _VIDEO_FIELDS = {
@@ -73,6 +74,8 @@ class Fault:
     retry_after: float | None = None
     delay: float = 0.0  # for "slow"
     after_processing: bool = False  # handle the request first, then fail the answer
+    location: str = ""  # for "redirect"
+    size: int = 0  # for "large_video"
 
 
 @dataclass
@@ -275,8 +278,18 @@ class Simulator:
             if transport is not None:
                 transport.abort()
             return
-        if kind == "not_video":
-            response: Response = Response(b"<html><body>Sign in to view</body></html>", media_type="text/html")
+        if kind == "large_video":
+            await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"video/mp4")]})
+            block = bytes(64 * 1024)
+            for start in range(0, fault.size, len(block)):
+                body = block[: min(len(block), fault.size - start)]
+                await send({"type": "http.response.body", "body": body, "more_body": True})
+            await send({"type": "http.response.body", "body": b""})
+            return
+        if kind == "redirect":
+            response: Response = Response(b"", status_code=302, headers={"location": fault.location})
+        elif kind == "not_video":
+            response = Response(b"<html><body>Sign in to view</body></html>", media_type="text/html")
         elif kind == "truncated":
             body = b'{"task_id": "0f1e2d3c-4b5a-6978-8'
             response = Response(body, media_type="application/json")
