@@ -276,13 +276,13 @@ class SessionCaps:
 
     def _refusal(self, tenant: tuple[str, str | None, str | None] | None) -> tuple[int, str] | None:
         if tenant is not None and self._per_tenant.get(tenant, 0) >= self.per_tenant:
-            log.warning("Refusing a new session: this tenant already has %d open", self.per_tenant)
+            log.info("Refusing a new session: this tenant already has %d open", self.per_tenant)
             return 429, (
                 f"You have {self.per_tenant} sessions open, the most allowed: close one (DELETE /mcp with its "
                 "Mcp-Session-Id) or reuse it, or try again after Retry-After."
             )
         if len(self._held) >= self.max_sessions:
-            log.warning("Refusing a new session: %d sessions are open, the most allowed", self.max_sessions)
+            log.info("Refusing a new session: %d sessions are open, the most allowed", self.max_sessions)
             return 503, "The server has as many sessions open as it allows: try again after Retry-After."
         return None
 
