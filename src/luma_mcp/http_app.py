@@ -18,7 +18,8 @@ import hmac
 import ipaddress
 import logging
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager
 from types import FrameType
 from typing import Any
 
@@ -144,14 +145,15 @@ def create_http_app(
     verifier: TokenVerifier | None = None
     auth: AuthSettings | None = None
     checker: TokenChecker | None = None
-    # Token checks get their own client: short timeout, no retries (a slow API means 503, not a queue).
-    checks = LumaClient(
-        token=None,
-        base_url=settings.api_base_url,
-        timeout=min(settings.request_timeout, TOKEN_CHECK_TIMEOUT),
-        retry=RetryPolicy(attempts=0),
-    )
+    checks: LumaClient | None = None
     if mode == "passthrough":
+        # Token checks get their own client: short timeout, no retries (a slow API means 503, not a queue).
+        checks = LumaClient(
+            token=None,
+            base_url=settings.api_base_url,
+            timeout=min(settings.request_timeout, TOKEN_CHECK_TIMEOUT),
+            retry=RetryPolicy(attempts=0),
+        )
         checker = TokenChecker(
             token_probe(checks),
             per_second=settings.token_checks_per_second,
@@ -163,7 +165,7 @@ def create_http_app(
         verifier = AccessKeyVerifier(settings.access_keys()) if checker is None else PassthroughVerifier(checker)
         auth = AuthSettings(
             issuer_url=public_url,  # no OAuth server here: keys and API tokens are issued elsewhere
-            resource_server_url=f"{public_url}/mcp",
+            resource_server_url=f"{public_url}{MCP_PATH}",
             validate_token_resource=False,  # the verifier knows its own tokens
         )
     mcp = create_server(settings, token_verifier=verifier, auth=auth, stopping=stopping)
@@ -197,17 +199,8 @@ def create_http_app(
         caps=caps,
         resource_metadata_url=str(build_resource_metadata_url(AnyHttpUrl(f"{public_url}{MCP_PATH}"))) if auth else None,
     )
-    serve = app.router.lifespan_context
-
-    @contextlib.asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[Any]:
-        try:
-            async with serve(app) as state:
-                yield state
-        finally:
-            await checks.aclose()
-
-    app.router.lifespan_context = lifespan
+    if checks is not None:
+        app.router.lifespan_context = _closing(app.router.lifespan_context, checks)
     if cors:  # added last, so outermost: its headers reach the admission answers too
         app.add_middleware(
             CORSMiddleware,
@@ -217,6 +210,22 @@ def create_http_app(
             expose_headers=EXPOSED_HEADERS,
         )
     return app
+
+
+def _closing(
+    lifespan: Callable[[Starlette], AbstractAsyncContextManager[Any]], client: LumaClient
+) -> Callable[[Starlette], AbstractAsyncContextManager[Any]]:
+    """`lifespan`, then `client`'s connections closed."""
+
+    @contextlib.asynccontextmanager
+    async def closing(app: Starlette) -> AsyncIterator[Any]:
+        try:
+            async with lifespan(app) as state:
+                yield state
+        finally:
+            await client.aclose()
+
+    return closing
 
 
 class _Server(uvicorn.Server):
