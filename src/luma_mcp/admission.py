@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import hashlib
+import ipaddress
 import json
 import logging
 import math
@@ -313,6 +314,20 @@ class SessionCaps:
         return self.unused_seconds  # by then abandoned sessions have made room
 
 
+def client_key(address: str) -> str:
+    """Whose budget a client address spends: the address, or for IPv6 its /64 (one host's
+    share: a single machine can use any address of its /64)."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.IPv6Network((ip, 64), strict=False))
+    return str(ip)
+
+
 def _header(scope: Scope, name: bytes) -> str | None:
     for key, value in scope["headers"]:
         if key == name:
@@ -378,7 +393,7 @@ class AdmissionMiddleware:
             return
         if token is not None and self.checker is not None:
             client = scope.get("client")
-            outcome = await self.checker.check(token, client[0] if client else "")
+            outcome = await self.checker.check(token, client_key(client[0]) if client else "")
             if isinstance(outcome, Unsure):
                 retry = _retry_after(outcome.retry_after)
                 await _send_json(send, outcome.status, _jsonrpc_error(outcome.message), retry)
