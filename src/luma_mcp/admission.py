@@ -203,6 +203,9 @@ class TokenChecker:
         except ProviderUnavailable as exc:
             log.warning("Could not check a bearer token with the API: %s", exc)
             return Unsure(503, 5, "The token cannot be checked right now (the API did not answer): try again soon.")
+        except Exception as exc:  # a bug here must not become a 500 or a cached verdict
+            log.error("Checking a bearer token failed unexpectedly (%s)", type(exc).__name__)
+            return Unsure(503, 5, "The token cannot be checked right now: try again soon.")
         now = time.monotonic()
         (self._accepted if verdict.refusal is None else self._refused).put(digest, verdict, now)
         return verdict
