@@ -31,6 +31,7 @@ from luma_mcp import __version__
 from luma_mcp.config import Settings
 from luma_mcp.errors import (
     LumaAuthError,
+    LumaBalanceError,
     LumaConfigError,
     LumaConnectionError,
     LumaError,
@@ -47,6 +48,8 @@ log = logging.getLogger(__name__)
 VIDEOS_PATH = "/luma/videos"
 TASKS_PATH = "/luma/tasks"
 MAX_BATCH = 50
+# A task id no generation ever has: reading it costs nothing and shows whether the token is good.
+TOKEN_CHECK_ID = "00000000-0000-0000-0000-000000000000"  # noqa: S105 (a task id, not a secret)
 _MIN_REDACTED_LENGTH = 8
 
 _M = TypeVar("_M", bound=BaseModel)
@@ -199,6 +202,20 @@ class LumaClient:
         data = await self._with_retries(lambda: self._post(TASKS_PATH, body), retryable=_transient)
         batch = self._parse(TaskBatch, data, "the batch answer is malformed")
         return {record.id: record for record in batch.items}
+
+    async def check_token(self) -> LumaError | None:
+        """Whether the API accepts this token: None if so, else its refusal (HTTP 401 or 403).
+
+        One unbilled read of a task id that cannot exist (a good token gets `{}`), never
+        retried. Raises the LumaError when the API could not say (unreachable, 429, 5xx).
+        """
+        try:
+            await self._post(TASKS_PATH, RetrieveRequest(id=TOKEN_CHECK_ID).to_body())
+        except LumaError as exc:
+            if isinstance(exc, LumaAuthError | LumaBalanceError) or exc.status_code in (401, 403):
+                return exc
+            raise
+        return None
 
     # --- plumbing ------------------------------------------------------------------
 

@@ -75,6 +75,18 @@ class Settings(BaseSettings):
     allowed_hosts: str = Field(default="", validation_alias="LUMA_MCP_ALLOWED_HOSTS")
     allowed_origins: str = Field(default="", validation_alias="LUMA_MCP_ALLOWED_ORIGINS")
     cors_origins: str = Field(default="", validation_alias="LUMA_MCP_CORS_ORIGINS")
+    # What one caller (and all of them) may make the HTTP server hold.
+    max_sessions: int = Field(default=1000, ge=1, validation_alias="LUMA_MCP_MAX_SESSIONS")
+    max_sessions_per_tenant: int = Field(default=100, ge=1, validation_alias="LUMA_MCP_MAX_SESSIONS_PER_TENANT")
+    session_idle_seconds: float = Field(default=1800, gt=0, validation_alias="LUMA_MCP_SESSION_IDLE_SECONDS")
+    unused_session_seconds: float = Field(default=60, gt=0, validation_alias="LUMA_MCP_UNUSED_SESSION_SECONDS")
+    # Passthrough: how often tokens not seen before are checked with the API, and for how long a verdict holds.
+    token_checks_per_second: float = Field(default=5, gt=0, validation_alias="LUMA_MCP_TOKEN_CHECKS_PER_SECOND")
+    token_checks_per_address: float = Field(
+        default=1, gt=0, validation_alias="LUMA_MCP_TOKEN_CHECKS_PER_ADDRESS_PER_SECOND"
+    )
+    token_cache_seconds: float = Field(default=600, gt=0, validation_alias="LUMA_MCP_TOKEN_CACHE_SECONDS")
+    token_cache_size: int = Field(default=10_000, ge=1, validation_alias="LUMA_MCP_TOKEN_CACHE_SIZE")
 
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(default="INFO", validation_alias="LUMA_LOG_LEVEL")
 

@@ -12,25 +12,44 @@ start. DNS-rebinding protection (Host and Origin checks) is always on.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import ipaddress
 import logging
 import threading
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager
 from types import FrameType
+from typing import Any
 
 import uvicorn
 from mcp.server.auth.provider import AccessToken, TokenVerifier
+from mcp.server.auth.routes import build_resource_metadata_url
 from mcp.server.auth.settings import AuthSettings
 from mcp.server.transport_security import TransportSecuritySettings
+from pydantic import AnyHttpUrl, SecretStr
 from starlette.applications import Starlette
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from luma_mcp import __version__
+from luma_mcp.admission import (
+    CONSOLE_URL,
+    AdmissionMiddleware,
+    Probe,
+    ProviderUnavailable,
+    SessionCaps,
+    TokenChecker,
+    Verdict,
+    acceptable_bearer,
+)
+from luma_mcp.client import LumaClient, RetryPolicy
 from luma_mcp.config import Settings, split_list
+from luma_mcp.errors import LumaBalanceError, LumaError
 from luma_mcp.server import create_server
+from luma_mcp.service import tenant_of
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +58,8 @@ LOOPBACK_ORIGINS = ["http://127.0.0.1:*", "http://localhost:*", "http://[::1]:*"
 # Headers a browser client must be allowed to read from MCP responses.
 EXPOSED_HEADERS = ["Mcp-Session-Id", "Mcp-Protocol-Version", "WWW-Authenticate"]
 SHUTDOWN_GRACE_SECONDS = 10
+MCP_PATH = "/mcp"
+TOKEN_CHECK_TIMEOUT = 10.0
 
 
 class ConfigurationError(Exception):
@@ -54,20 +75,49 @@ class AccessKeyVerifier(TokenVerifier):
         self._digests = [hashlib.sha256(key.encode()).digest() for key in keys]
 
     async def verify_token(self, token: str) -> AccessToken | None:
+        if not acceptable_bearer(token):
+            return None
         digest = hashlib.sha256(token.encode()).digest()
         matched = False
         for known in self._digests:  # every key compared, match or not: no timing signal
             matched |= hmac.compare_digest(digest, known)
-        return AccessToken(token=token, client_id="access-key", scopes=[]) if matched else None
+        # The subject binds each session to the key that opened it.
+        return AccessToken(token=token, client_id="access-key", scopes=[], subject=digest.hex()) if matched else None
 
 
 class PassthroughVerifier(TokenVerifier):
-    """Any plausible bearer is the caller's own API token; the API itself judges it."""
+    """A bearer is the caller's own API token, accepted once the API has accepted it.
+
+    The check itself (one unbilled read, cached, rate-bounded) is made by the admission
+    middleware in front, which can answer 429/503 with Retry-After; this only reads its verdict.
+    """
+
+    def __init__(self, checker: TokenChecker) -> None:
+        self._checker = checker
 
     async def verify_token(self, token: str) -> AccessToken | None:
-        if not token or len(token) > 512 or any(c.isspace() for c in token):
+        if not acceptable_bearer(token) or not self._checker.accepted(token):
             return None
-        return AccessToken(token=token, client_id="acedata-token", scopes=[])
+        # The subject (the tenant's hash) binds each session to the token that opened it.
+        return AccessToken(token=token, client_id="acedata-token", scopes=[], subject=tenant_of(token))
+
+
+def token_probe(luma: LumaClient) -> Probe:
+    """Asks the API whether it accepts a token, with one unbilled read over `luma`'s connections."""
+
+    async def probe(token: str) -> Verdict:
+        try:
+            refusal = await luma.with_token(SecretStr(token)).check_token()
+        except LumaError as exc:
+            raise ProviderUnavailable(exc.summary) from None
+        if refusal is None:
+            return Verdict()
+        if isinstance(refusal, LumaBalanceError):
+            return Verdict(f"Ace Data Cloud refused this token: its balance is used up. Top it up at {CONSOLE_URL}.")
+        code = f" ({refusal.code})" if refusal.code else ""
+        return Verdict(f"Ace Data Cloud does not accept this token{code}: send your own API token from {CONSOLE_URL}.")
+
+    return probe
 
 
 def is_loopback(host: str) -> bool:
@@ -94,11 +144,28 @@ def create_http_app(
     public_url = (settings.public_url or f"http://{host}:{port}").rstrip("/")
     verifier: TokenVerifier | None = None
     auth: AuthSettings | None = None
+    checker: TokenChecker | None = None
+    checks: LumaClient | None = None
+    if mode == "passthrough":
+        # Token checks get their own client: short timeout, no retries (a slow API means 503, not a queue).
+        checks = LumaClient(
+            token=None,
+            base_url=settings.api_base_url,
+            timeout=min(settings.request_timeout, TOKEN_CHECK_TIMEOUT),
+            retry=RetryPolicy(attempts=0),
+        )
+        checker = TokenChecker(
+            token_probe(checks),
+            per_second=settings.token_checks_per_second,
+            per_address_per_second=settings.token_checks_per_address,
+            cache_seconds=settings.token_cache_seconds,
+            cache_size=settings.token_cache_size,
+        )
     if mode is not None:
-        verifier = AccessKeyVerifier(settings.access_keys()) if mode == "keys" else PassthroughVerifier()
+        verifier = AccessKeyVerifier(settings.access_keys()) if checker is None else PassthroughVerifier(checker)
         auth = AuthSettings(
             issuer_url=public_url,  # no OAuth server here: keys and API tokens are issued elsewhere
-            resource_server_url=f"{public_url}/mcp",
+            resource_server_url=f"{public_url}{MCP_PATH}",
             validate_token_resource=False,  # the verifier knows its own tokens
         )
     mcp = create_server(settings, token_verifier=verifier, auth=auth, stopping=stopping, remote=True)
@@ -113,8 +180,28 @@ def create_http_app(
         allowed_hosts=[*LOOPBACK_HOSTS, *split_list(settings.allowed_hosts)],
         allowed_origins=[*LOOPBACK_ORIGINS, *split_list(settings.allowed_origins), *cors],
     )
-    app = mcp.streamable_http_app(transport_security=security, host=host)
-    if cors:
+    app = mcp.streamable_http_app(
+        transport_security=security,
+        host=host,
+        max_sessions=settings.max_sessions,  # also enforced (with Retry-After) by SessionCaps
+        session_idle_timeout=settings.session_idle_seconds,
+    )
+    caps = SessionCaps(
+        max_sessions=settings.max_sessions,
+        per_tenant=settings.max_sessions_per_tenant,
+        unused_seconds=settings.unused_session_seconds,
+    )
+    caps.attach(mcp.session_manager)
+    app.add_middleware(
+        AdmissionMiddleware,
+        path=MCP_PATH,
+        checker=checker,
+        caps=caps,
+        resource_metadata_url=str(build_resource_metadata_url(AnyHttpUrl(f"{public_url}{MCP_PATH}"))) if auth else None,
+    )
+    if checks is not None:
+        app.router.lifespan_context = _closing(app.router.lifespan_context, checks)
+    if cors:  # added last, so outermost: its headers reach the admission answers too
         app.add_middleware(
             CORSMiddleware,
             allow_origins=cors,
@@ -123,6 +210,22 @@ def create_http_app(
             expose_headers=EXPOSED_HEADERS,
         )
     return app
+
+
+def _closing(
+    lifespan: Callable[[Starlette], AbstractAsyncContextManager[Any]], client: LumaClient
+) -> Callable[[Starlette], AbstractAsyncContextManager[Any]]:
+    """`lifespan`, then `client`'s connections closed."""
+
+    @contextlib.asynccontextmanager
+    async def closing(app: Starlette) -> AsyncIterator[Any]:
+        try:
+            async with lifespan(app) as state:
+                yield state
+        finally:
+            await client.aclose()
+
+    return closing
 
 
 class _Server(uvicorn.Server):
