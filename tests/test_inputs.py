@@ -1,0 +1,145 @@
+"""Caller-supplied URLs: every way of writing a private address is refused with a message
+that says what to pass, and a URL that does not parse is a clear error, not a crash."""
+
+from __future__ import annotations
+
+import ipaddress
+
+import pytest
+from mcp import Client
+
+from luma_mcp.simulator import Simulator
+from luma_mcp.urls import UnsafeUrl, check_caller_url, is_public_address, literal_address
+
+from .conftest import text_of
+
+pytestmark = pytest.mark.anyio
+
+PRIVATE_URLS = [
+    "http://2130706433/a.png",  # 127.0.0.1 as one decimal number
+    "http://0x7f000001/a.png",  # ... in hex
+    "http://0177.0.0.1/a.png",  # ... with an octal first part
+    "http://127.1/a.png",  # ... in short form
+    "http://0x7f.1/a.png",
+    "http://0/a.png",  # 0.0.0.0
+    "http://localhost./a.png",  # a trailing dot is the same name
+    "http://LOCALHOST/a.png",
+    "http://%6c%6fcalhost/a.png",  # percent-encoded
+    "http://\u24dbocalhost/a.png",  # a circled letter that folds to "l"
+    "http://127.0.0.2./a.png",  # (127.0.0.1 itself is the simulated API's host, allowed)
+    "http://169.254.169.254/latest/meta-data/",  # cloud metadata
+    "http://100.100.100.200/a.png",  # shared address space (another cloud's metadata)
+    "http://10.1.2.3/a.png",
+    "http://[::1]/a.png",
+    "http://[::ffff:127.0.0.1]/a.png",  # IPv4-mapped IPv6
+    "http://[::ffff:7f00:1]/a.png",
+    "http://[::127.0.0.1]/a.png",  # IPv4-compatible IPv6
+    "http://[2002:7f00:1::]/a.png",  # 6to4 of 127.0.0.1
+    "http://[64:ff9b::a9fe:a9fe]/a.png",  # NAT64 of 169.254.169.254
+    "http://[fe80::1%25eth0]/a.png",  # link-local with a zone id
+    "http://[fd00:ec2::254]/a.png",  # unique local (another cloud's metadata)
+    "http://224.0.0.1/a.png",  # multicast
+    "http://intranet/a.png",  # a single label only resolves on the local network
+    "http://printer.local/a.png",
+    "http://metadata.google.internal/a.png",
+    "http://user:pw@127.0.0.2/a.png",
+]
+
+
+@pytest.mark.parametrize("url", PRIVATE_URLS)
+async def test_private_addresses_are_refused_in_every_spelling(mcp_client: Client, sim: Simulator, url: str) -> None:
+    result = await mcp_client.call_tool("generate_video", {"prompt": "a fox", "start_image_url": url})
+    text = text_of(result)
+    assert result.is_error and "start_image_url points at" in text and "cannot reach" in text, text
+    assert sim.submits() == []
+
+
+@pytest.mark.parametrize(
+    ("url", "says"),
+    [
+        ("http://[::1/x", "does not parse (Invalid IPv6 URL)"),
+        ("http://example.com:99999/a.png", "does not parse"),
+        ("http://example.com/a\x00.png", "control character ('\\x00') at position 20"),
+        ("http://example.com/a\x7f.png", "control character"),
+        ("http://exa\u200bmple.com/a.png", "control character"),  # zero width space: parsers disagree on it
+        ("http://example.com/a b.png", "a space is %20"),
+        ("http://127.0.0.1\\@example.com/a.png", "backslash"),  # browsers read the host as 127.0.0.1
+        ("ftp://example.com/a.png", "must be a full public http(s) URL"),
+        ("https:///a.png", "must be a full public http(s) URL"),
+    ],
+)
+async def test_malformed_urls_get_a_clear_error(mcp_client: Client, sim: Simulator, url: str, says: str) -> None:
+    for args in ({"prompt": "a fox", "end_image_url": url}, {"prompt": "a fox", "callback_url": url}):
+        result = await mcp_client.call_tool("generate_video", args)
+        text = text_of(result)
+        assert result.is_error and says in text and "failed inside luma-mcp" not in text, text
+        assert "https://example.com/image.png" in text  # what to pass instead
+    result = await mcp_client.call_tool("extend_video", {"video_url": url})
+    assert result.is_error and says in text_of(result) and "video_url" in text_of(result)
+    assert sim.submits() == []
+    assert not (await mcp_client.call_tool("list_tasks", {})).is_error  # the server is still healthy
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://example.com/a.png",
+        "https://EXAMPLE.com./a.png?sig=a%20b#x",
+        "https://b\u00fccher.example/a.png",  # an international name
+        "http://8.8.8.8/a.png",
+        "http://134744072/a.png",  # 8.8.8.8, decimal: odd but public
+        "https://[2606:4700:4700::1111]/a.png",
+        "https://[::ffff:8.8.8.8]/a.png",
+        "https://example.com/path\\with?backslash=\\in-query",
+    ],
+)
+def test_public_urls_pass(url: str) -> None:
+    check_caller_url("start_image_url", url)
+
+
+def test_the_api_host_is_allowed_even_on_loopback() -> None:
+    check_caller_url("video_url", "http://127.0.0.1:8123/media/v.mp4", allowed_hosts={"127.0.0.1"})
+    with pytest.raises(UnsafeUrl, match="cannot reach"):
+        check_caller_url("video_url", "http://127.0.0.2:8123/media/v.mp4", allowed_hosts={"127.0.0.1"})
+
+
+@pytest.mark.parametrize(
+    ("host", "address"),
+    [
+        ("2130706433", "127.0.0.1"),
+        ("0x7f000001", "127.0.0.1"),
+        ("0177.0.0.1", "127.0.0.1"),
+        ("127.1", "127.0.0.1"),
+        ("10.0x10.1", "10.16.0.1"),
+        ("127.0.0.1.", "127.0.0.1"),
+        ("::1", "::1"),
+        ("fe80::1%25eth0", "fe80::1"),
+        ("example.com", None),
+        ("08.0.0.1", None),  # not octal: a name (that will not resolve)
+        ("4294967296", None),  # too large for IPv4
+    ],
+)
+def test_literal_addresses_read_like_an_http_stack(host: str, address: str | None) -> None:
+    found = literal_address(host)
+    assert (str(found) if found else None) == address
+
+
+@pytest.mark.parametrize(
+    ("address", "public"),
+    [
+        ("8.8.8.8", True),
+        ("2606:4700:4700::1111", True),
+        ("::ffff:8.8.8.8", True),
+        ("127.0.0.1", False),
+        ("100.64.0.1", False),
+        ("169.254.169.254", False),
+        ("239.1.1.1", False),
+        ("0.0.0.0", False),  # noqa: S104 (an address under test, not a bind)
+        ("::", False),
+        ("2002:a00:1::", False),  # 6to4 of 10.0.0.1
+        ("64:ff9b::7f00:1", False),
+        ("64:ff9b::808:808", True),
+    ],
+)
+def test_the_address_rule(address: str, public: bool) -> None:
+    assert is_public_address(ipaddress.ip_address(address)) is public
