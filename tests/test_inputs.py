@@ -1,17 +1,22 @@
-"""Caller-supplied URLs: every way of writing a private address is refused with a message
-that says what to pass, and a URL that does not parse is a clear error, not a crash."""
+"""Inputs from callers and operators: every way of writing a private address is refused with
+a message that says what to pass, a URL that does not parse is a clear error, not a crash,
+and a configuration that cannot work stops the start with one clean line per problem."""
 
 from __future__ import annotations
 
 import ipaddress
+import socket
+from pathlib import Path
 
 import pytest
 from mcp import Client
 
+from luma_mcp.cli import main
+from luma_mcp.config import Settings
 from luma_mcp.simulator import Simulator
 from luma_mcp.urls import UnsafeUrl, check_caller_url, is_public_address, literal_address
 
-from .conftest import text_of
+from .conftest import CANARY_TOKEN, text_of
 
 pytestmark = pytest.mark.anyio
 
@@ -143,3 +148,75 @@ def test_literal_addresses_read_like_an_http_stack(host: str, address: str | Non
 )
 def test_the_address_rule(address: str, public: bool) -> None:
     assert is_public_address(ipaddress.ip_address(address)) is public
+
+
+# --- configuration: clean refusals at start -----------------------------------------------
+
+
+def start(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str], **env: str) -> str:
+    """Run `luma-mcp --transport http` as far as its configuration check; what it told the operator."""
+    monkeypatch.chdir(tmp_path)  # no stray .env
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    with socket.socket() as taken, pytest.raises(SystemExit) as exited:
+        # A port already in use: a configuration that wrongly passes fails to bind, never serves.
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        main(["--transport", "http", "--port", str(taken.getsockname()[1])])
+    out, err = capsys.readouterr()
+    assert exited.value.code == 2 and out == ""
+    assert err.startswith("luma-mcp: invalid configuration:\n") and "Traceback" not in err
+    return err
+
+
+def test_a_missing_or_unreadable_keys_file_is_a_clean_configuration_error(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    missing = tmp_path / "no-such-keys"
+    err = start(monkeypatch, tmp_path, capsys, LUMA_MCP_API_KEYS_FILE=str(missing))
+    assert f"LUMA_MCP_API_KEYS_FILE ({missing}) cannot be read: No such file or directory" in err
+    err = start(monkeypatch, tmp_path, capsys, LUMA_MCP_API_KEYS_FILE=str(tmp_path))  # a directory
+    assert "cannot be read: Is a directory" in err
+    (tmp_path / "utf16").write_text("key-one\n", encoding="utf-16")
+    err = start(monkeypatch, tmp_path, capsys, LUMA_MCP_API_KEYS_FILE=str(tmp_path / "utf16"))
+    assert "is not UTF-8 text" in err
+
+
+def test_a_byte_order_mark_does_not_disable_the_first_key(tmp_path: Path) -> None:
+    keys_file = tmp_path / "keys"
+    keys_file.write_bytes("\ufeffkey-one\r\n# a comment\nkey-two\n".encode())
+    settings = Settings(_env_file=None, LUMA_MCP_API_KEYS_FILE=keys_file)  # type: ignore[call-arg]
+    assert settings.auth_mode == "keys" and settings.access_keys() == ["key-one", "key-two"]
+
+
+def test_a_key_no_client_could_send_is_refused_by_line(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    keys_file = tmp_path / "keys"
+    keys_file.write_text("good-key\n\nkey with-space-sk-canary\n", encoding="utf-8")
+    err = start(monkeypatch, tmp_path, capsys, LUMA_MCP_API_KEYS_FILE=str(keys_file))
+    assert "LUMA_MCP_API_KEYS_FILE line 3 has a space" in err and "canary" not in err
+
+
+def test_passthrough_with_access_keys_is_refused_not_ignored(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    err = start(monkeypatch, tmp_path, capsys, LUMA_MCP_AUTH="passthrough", LUMA_MCP_API_KEYS="key-sk-canary")
+    assert "LUMA_MCP_AUTH=passthrough" in err and "would ignore the access keys" in err
+    assert "LUMA_MCP_AUTH=keys" in err and "canary" not in err
+
+
+def test_configuration_errors_never_echo_the_values(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    err = start(
+        monkeypatch,
+        tmp_path,
+        capsys,
+        LUMA_WAIT_SECONDS="90",
+        ACEDATACLOUD_API_TOKEN=CANARY_TOKEN,
+        LUMA_LEDGER_URL="postgresql://luma:pw-sk-canary@db.example/luma?password=pw-sk-canary",
+        LUMA_MCP_API_KEYS="key-sk-canary",
+    )
+    assert "LUMA_WAIT_SECONDS (90) is above LUMA_MAX_WAIT_SECONDS (50)" in err
+    assert CANARY_TOKEN not in err and "canary" not in err

@@ -12,7 +12,7 @@ from pathlib import Path
 from pydantic import SecretStr, ValidationError
 
 from luma_mcp import __version__
-from luma_mcp.config import TOKEN_ENV, Settings
+from luma_mcp.config import TOKEN_ENV, Settings, SettingsError
 from luma_mcp.server import create_server
 
 log = logging.getLogger("luma_mcp")
@@ -47,13 +47,23 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def configuration_problems(exc: ValidationError) -> str:
+    """One line per problem, naming the setting; never the values (they may hold secrets)."""
+    lines = []
+    for error in exc.errors(include_url=False, include_input=False, include_context=False):
+        message = error["msg"].removeprefix("Value error, ")
+        setting = ".".join(str(part) for part in error["loc"])
+        lines.append(f"  {setting}: {message}" if setting else f"  {message}")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     try:
         settings = Settings()
     except ValidationError as exc:
         # stdout is the protocol's: every word for people goes to stderr.
-        print(f"luma-mcp: invalid configuration:\n{exc}", file=sys.stderr)
+        print(f"luma-mcp: invalid configuration:\n{configuration_problems(exc)}", file=sys.stderr)
         raise SystemExit(2) from None
     logging.basicConfig(
         level=settings.log_level,
@@ -88,7 +98,7 @@ def main(argv: list[str] | None = None) -> None:
 
             try:
                 serve_http(settings, args.host, args.port)
-            except ConfigurationError as exc:
+            except (ConfigurationError, SettingsError) as exc:
                 print(f"luma-mcp: {exc}", file=sys.stderr)
                 raise SystemExit(2) from None
         else:
