@@ -7,6 +7,7 @@ import contextlib
 import logging
 import sys
 import tempfile
+import threading
 from pathlib import Path
 
 from pydantic import SecretStr, ValidationError
@@ -14,6 +15,7 @@ from pydantic import SecretStr, ValidationError
 from luma_mcp import __version__
 from luma_mcp.config import TOKEN_ENV, Settings, SettingsError
 from luma_mcp.server import create_server
+from luma_mcp.stdio import run_stdio
 
 log = logging.getLogger("luma_mcp")
 
@@ -102,7 +104,8 @@ def main(argv: list[str] | None = None) -> None:
                 print(f"luma-mcp: {exc}", file=sys.stderr)
                 raise SystemExit(2) from None
         else:
-            create_server(settings).run("stdio")
+            stopping = threading.Event()  # set on SIGINT/SIGTERM: waiting calls answer with their task ids
+            run_stdio(create_server(settings, stopping=stopping), stopping)
     finally:
         if simulator is not None:
             simulator.stop()
