@@ -17,8 +17,9 @@ from urllib.parse import urlsplit
 
 SHOWN_PARAMETERS = ("host", "hostaddr", "port", "dbname")
 # Host names, addresses, ports and database names: nothing that could be a stray secret or URL.
-_PLAIN = re.compile(r"[A-Za-z0-9_.,:\[\]$-]{1,253}")
-_KEY_VALUE = re.compile(r"""(\w+)\s*=\s*('(?:[^'\\]|\\.)*'|\S+)""")
+# (Patterns, not compiled at import: the stdio server's start must not pay for them.)
+_PLAIN = r"[A-Za-z0-9_.,:\[\]$-]{1,253}"
+_KEY_VALUE = r"""(\w+)\s*=\s*('(?:[^'\\]|\\.)*'|\S+)"""
 HIDDEN = "?"
 
 
@@ -28,7 +29,7 @@ def redact_conninfo(conninfo: str) -> str:
     if parameters is None:
         parameters = _parsed_conservatively(conninfo)
     shown = {name: value for name, value in parameters.items() if name in SHOWN_PARAMETERS and value}
-    plain = {name: value if _PLAIN.fullmatch(value) else HIDDEN for name, value in shown.items()}
+    plain = {name: value if re.fullmatch(_PLAIN, value) else HIDDEN for name, value in shown.items()}
     host = plain.get("host") or plain.get("hostaddr") or ""
     port = f":{plain['port']}" if "port" in plain else ""
     return f"postgresql://{host}{port}/{plain.get('dbname', '')}"
@@ -64,7 +65,7 @@ def _parsed(conninfo: str) -> dict[str, str] | None:
 def _parsed_conservatively(conninfo: str) -> dict[str, str]:
     text = conninfo.strip()
     if "://" not in text:
-        found = {name: value.strip("'") for name, value in _KEY_VALUE.findall(text)}
+        found = {name: value.strip("'") for name, value in re.findall(_KEY_VALUE, text)}
         return {name: value for name, value in found.items() if name in SHOWN_PARAMETERS}
     try:
         parts = urlsplit(text)

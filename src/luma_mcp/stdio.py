@@ -168,7 +168,11 @@ async def _end_when_answered(lines: InputLines, requests: OpenRequests) -> None:
 def _claimed_stdio() -> Iterator[tuple[BinaryIO, BinaryIO]]:
     """Private duplicates of fd 0 and 1 for the protocol; fd 0 reads /dev/null and fd 1 goes to stderr meanwhile."""
     sys.stdout.flush()
-    wire_in_fd, wire_out_fd = os.dup(0), os.dup(1)
+    try:
+        wire_in_fd, wire_out_fd = os.dup(0), os.dup(1)
+    except OSError:  # a closed standard descriptor: serve the streams in place, as the SDK does
+        yield sys.stdin.buffer, sys.stdout.buffer
+        return
     os.set_inheritable(wire_in_fd, False)
     os.set_inheritable(wire_out_fd, False)
     null = os.open(os.devnull, os.O_RDONLY)
