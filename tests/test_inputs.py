@@ -30,6 +30,8 @@ PRIVATE_URLS = [
     "http://localhost./a.png",  # a trailing dot is the same name
     "http://LOCALHOST/a.png",
     "http://%6c%6fcalhost/a.png",  # percent-encoded
+    "http://%31%32%37.0.0.2/a.png",
+    "http://\uff11\uff12\uff17\uff0e\uff10\uff0e\uff10\uff0e\uff12/a.png",  # full-width digits and dots
     "http://\u24dbocalhost/a.png",  # a circled letter that folds to "l"
     "http://127.0.0.2./a.png",  # (127.0.0.1 itself is the simulated API's host, allowed)
     "http://169.254.169.254/latest/meta-data/",  # cloud metadata
