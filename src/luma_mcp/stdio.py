@@ -78,7 +78,7 @@ class InputLines(anyio.AsyncFile[str]):
         self._lines.put(None)
 
     async def __aiter__(self) -> AsyncIterator[str]:
-        while (line := await anyio.to_thread.run_sync(self._lines.get)) is not None:
+        while (line := await anyio.to_thread.run_sync(self._lines.get, abandon_on_cancel=True)) is not None:
             if self._paused:
                 continue  # stopping: requests after the signal are not started
             self._requests.read(line)
@@ -131,12 +131,15 @@ async def _serve(server: MCPServer[Any], stopping: threading.Event) -> None:
     with _claimed_stdio() as (wire_in, wire_out):
         lines = InputLines(wire_in, requests)
         output = OutputLines(wire_out, requests)
-        async with anyio.create_task_group() as signals_group:
-            signals_group.start_soon(_stop_on_signals, lines, requests, stopping, signals_group)
-            async with stdio_server(stdin=lines, stdout=output) as (read_stream, write_stream):
-                lowlevel = server._lowlevel_server  # what MCPServer.run_stdio_async runs, with our streams
-                await lowlevel.run(read_stream, write_stream, lowlevel.create_initialization_options())
-            signals_group.cancel_scope.cancel()
+        try:
+            async with anyio.create_task_group() as signals_group:
+                signals_group.start_soon(_stop_on_signals, lines, requests, stopping, signals_group)
+                async with stdio_server(stdin=lines, stdout=output) as (read_stream, write_stream):
+                    lowlevel = server._lowlevel_server  # what MCPServer.run_stdio_async runs, with our streams
+                    await lowlevel.run(read_stream, write_stream, lowlevel.create_initialization_options())
+                signals_group.cancel_scope.cancel()
+        finally:
+            lines.end()  # releases a reader abandoned by a failed start, so the process can exit
 
 
 async def _stop_on_signals(
