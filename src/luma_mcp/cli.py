@@ -7,13 +7,15 @@ import contextlib
 import logging
 import sys
 import tempfile
+import threading
 from pathlib import Path
 
 from pydantic import SecretStr, ValidationError
 
 from luma_mcp import __version__
-from luma_mcp.config import TOKEN_ENV, Settings
+from luma_mcp.config import TOKEN_ENV, Settings, SettingsError
 from luma_mcp.server import create_server
+from luma_mcp.stdio import run_stdio
 
 log = logging.getLogger("luma_mcp")
 
@@ -47,13 +49,23 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def configuration_problems(exc: ValidationError) -> str:
+    """One line per problem, naming the setting; never the values (they may hold secrets)."""
+    lines = []
+    for error in exc.errors(include_url=False, include_input=False, include_context=False):
+        message = error["msg"].removeprefix("Value error, ")
+        setting = ".".join(str(part) for part in error["loc"])
+        lines.append(f"  {setting}: {message}" if setting else f"  {message}")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     try:
         settings = Settings()
     except ValidationError as exc:
         # stdout is the protocol's: every word for people goes to stderr.
-        print(f"luma-mcp: invalid configuration:\n{exc}", file=sys.stderr)
+        print(f"luma-mcp: invalid configuration:\n{configuration_problems(exc)}", file=sys.stderr)
         raise SystemExit(2) from None
     logging.basicConfig(
         level=settings.log_level,
@@ -88,11 +100,12 @@ def main(argv: list[str] | None = None) -> None:
 
             try:
                 serve_http(settings, args.host, args.port)
-            except ConfigurationError as exc:
+            except (ConfigurationError, SettingsError) as exc:
                 print(f"luma-mcp: {exc}", file=sys.stderr)
                 raise SystemExit(2) from None
         else:
-            create_server(settings).run("stdio")
+            stopping = threading.Event()  # set on SIGINT/SIGTERM: waiting calls answer with their task ids
+            run_stdio(create_server(settings, stopping=stopping), stopping)
     finally:
         if simulator is not None:
             simulator.stop()

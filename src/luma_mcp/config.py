@@ -23,6 +23,31 @@ def split_list(value: str) -> list[str]:
     return [item.strip() for item in value.split(",") if item.strip()]
 
 
+class SettingsError(ValueError):
+    """A setting that cannot work; the message names it and says what to change."""
+
+
+MAX_KEYS_FILE_BYTES = 1_000_000
+
+
+def _read_keys_file(path: Path) -> list[str]:
+    try:
+        with path.open("rb") as file:
+            data = file.read(MAX_KEYS_FILE_BYTES + 1)
+    except OSError as exc:
+        raise SettingsError(
+            f"LUMA_MCP_API_KEYS_FILE ({path}) cannot be read: {exc.strerror or exc}. "
+            "Point it at a readable file with one access key per line."
+        ) from None
+    if len(data) > MAX_KEYS_FILE_BYTES:
+        raise SettingsError(f"LUMA_MCP_API_KEYS_FILE ({path}) is over 1 MB: is it the right file?")
+    try:
+        # utf-8-sig: a byte order mark (as some editors write) is not part of the first key.
+        return data.decode("utf-8-sig").splitlines()
+    except UnicodeDecodeError:
+        raise SettingsError(f"LUMA_MCP_API_KEYS_FILE ({path}) is not UTF-8 text: save it as UTF-8.") from None
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
 
@@ -91,12 +116,31 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(default="INFO", validation_alias="LUMA_LOG_LEVEL")
 
     def access_keys(self) -> list[str]:
-        """The keys HTTP clients may present: LUMA_MCP_API_KEYS and the lines of LUMA_MCP_API_KEYS_FILE."""
-        keys = split_list(self.api_keys.get_secret_value()) if self.api_keys else []
+        """The keys HTTP clients may present: LUMA_MCP_API_KEYS and the lines of LUMA_MCP_API_KEYS_FILE.
+
+        Raises `SettingsError` (a ValueError, so a validation error at start) when the file
+        cannot be read or a key could never arrive as a bearer token.
+        """
+        keys = (
+            [("LUMA_MCP_API_KEYS", key) for key in split_list(self.api_keys.get_secret_value())]
+            if self.api_keys
+            else []
+        )
         if self.api_keys_file is not None:
-            lines = self.api_keys_file.read_text().splitlines()
-            keys += [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
-        return keys
+            lines = _read_keys_file(self.api_keys_file)
+            keys += [
+                (f"LUMA_MCP_API_KEYS_FILE line {number}", line.strip())
+                for number, line in enumerate(lines, start=1)
+                if line.strip() and not line.lstrip().startswith("#")
+            ]
+        for source, key in keys:
+            # A bearer token is printable ASCII without spaces: any other key could never match.
+            if not (key.isascii() and key.isprintable()) or any(c.isspace() for c in key):
+                raise SettingsError(
+                    f"The access key at {source} has a space, control or non-ASCII character, so no client "
+                    "could ever send it as a bearer token: use letters, digits and punctuation only."
+                )
+        return [key for _, key in keys]
 
     @property
     def auth_mode(self) -> Literal["keys", "passthrough"] | None:
@@ -113,6 +157,15 @@ class Settings(BaseSettings):
             )
         if self.http_auth == "keys" and self.api_keys is None and self.api_keys_file is None:
             raise ValueError("LUMA_MCP_AUTH=keys needs LUMA_MCP_API_KEYS or LUMA_MCP_API_KEYS_FILE")
+        has_keys = self.api_keys is not None or self.api_keys_file is not None
+        if self.http_auth == "passthrough" and has_keys:
+            raise ValueError(
+                "LUMA_MCP_AUTH=passthrough takes each caller's own Ace Data Cloud token and would ignore the "
+                "access keys in LUMA_MCP_API_KEYS / LUMA_MCP_API_KEYS_FILE: unset the keys, or set "
+                "LUMA_MCP_AUTH=keys to require them."
+            )
+        if has_keys:
+            self.access_keys()  # an unreadable file or unusable key stops the start, with its reason
         if self.poll_initial_seconds > self.poll_max_seconds:
             raise ValueError("LUMA_POLL_INITIAL_SECONDS must not exceed LUMA_POLL_MAX_SECONDS")
         return self

@@ -42,11 +42,11 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
-from urllib.parse import urlsplit, urlunsplit
 
 import anyio
 from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_random
 
+from luma_mcp.redact import conninfo_problem, redact_conninfo
 from luma_mcp.results import TaskResult
 
 if TYPE_CHECKING:
@@ -668,7 +668,7 @@ class PostgresLedger(Ledger):
                 "LUMA_LEDGER_URL names PostgreSQL, but psycopg is not installed: pip install 'luma-mcp[postgres]'."
             ) from exc
         super().__init__(stale_after=stale_after)
-        self.where = _without_password(url)
+        self.where = redact_conninfo(url)  # never the password, in any of its forms
         self._pool = ConnectionPool(
             url, min_size=0, max_size=max_connections, kwargs={"row_factory": dict_row}, open=False
         )
@@ -741,24 +741,18 @@ def _sqlite_failure(message: str) -> tuple[str, str]:
     return "SQLite reports an error", "check the file"
 
 
-def _without_password(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
-    return urlunsplit(parts._replace(netloc=netloc))
-
-
 def open_ledger(settings: Settings) -> Ledger:
     """PostgreSQL when LUMA_LEDGER_URL is set, else the SQLite file at LUMA_LEDGER_PATH."""
     stale_after = sending_expiry(settings.request_timeout, settings.retry_max_seconds)
     if settings.ledger_url is not None:
         url = settings.ledger_url.get_secret_value()
         if not url.startswith(("postgresql://", "postgres://")):
-            raise LedgerError(
-                f"LUMA_LEDGER_URL must be a postgresql:// URL (got {_without_password(url).split(':')[0]}:); "
+            raise LedgerError(  # quoting none of it: a mistyped URL can still hold a password
+                "LUMA_LEDGER_URL must be a postgresql:// URL, like postgresql://user:password@host:5432/dbname; "
                 "for SQLite set LUMA_LEDGER_PATH instead."
             )
+        if problem := conninfo_problem(url):
+            raise LedgerError(f"LUMA_LEDGER_URL ({redact_conninfo(url)}) is not usable: {problem}.")
         return PostgresLedger(url, stale_after=stale_after)
     return SQLiteLedger(settings.ledger_path, stale_after=stale_after)
 

@@ -9,7 +9,6 @@ text the model can act on.
 """
 
 import inspect
-import ipaddress
 import json
 import logging
 import threading
@@ -41,6 +40,7 @@ from luma_mcp.prompts import video_prompt as video_prompt_text
 from luma_mcp.results import TaskList, TaskResult, get_task_call, list_text, task_text, with_next_call
 from luma_mcp.schema import compact_schema
 from luma_mcp.service import OPERATOR, ListedTask, SavedVideo, ServiceError, VideoService, tenant_of
+from luma_mcp.urls import UnsafeUrl, check_caller_url, normalize_host
 from luma_mcp.waiting import PollSchedule, RecentReads
 
 T = TypeVar("T")
@@ -447,27 +447,14 @@ async def _call(awaitable: Awaitable[T]) -> T:
 def _check_public(settings: Settings, **urls: str | None) -> None:
     """The provider downloads these URLs itself: a loopback or private address cannot work
     (except the API's own host, which is where a simulator serves its media)."""
-    api_host = urlsplit(settings.api_base_url).hostname
+    api_host = normalize_host(urlsplit(settings.api_base_url).hostname or "")
     for name, url in urls.items():
         if url is None:
             continue
-        parts = urlsplit(url.strip())
-        host = parts.hostname or ""
-        if parts.scheme not in ("http", "https") or not host or any(c.isspace() for c in url.strip()):
-            raise ToolError(f"{name} must be a full public http(s) URL, like https://example.com/image.png.")
-        if host == api_host:
-            continue
-        private = host == "localhost" or host.endswith((".localhost", ".local", ".internal"))
         try:
-            address = ipaddress.ip_address(host)
-            private = private or not address.is_global
-        except ValueError:
-            pass
-        if private:
-            raise ToolError(
-                f"{name} points at {host}, which the video provider cannot reach. Upload the file somewhere "
-                "public (https) and pass that URL."
-            )
+            check_caller_url(name, url, allowed_hosts={api_host})
+        except UnsafeUrl as exc:
+            raise ToolError(str(exc)) from None
 
 
 def _page_text(rows: list[ListedTask], next_cursor: str | None) -> str:
