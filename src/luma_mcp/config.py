@@ -72,7 +72,7 @@ class Settings(BaseSettings):
     cors_origins: str = Field(default="", validation_alias="LUMA_MCP_CORS_ORIGINS")
     # What slow or numerous clients can hold (luma_mcp.http_limits).
     http_max_connections: int = Field(default=1000, ge=16, le=100_000, validation_alias="LUMA_MCP_MAX_CONNECTIONS")
-    http_header_timeout: int = Field(default=10, ge=1, le=300, validation_alias="LUMA_MCP_HEADER_TIMEOUT_SECONDS")
+    http_read_timeout: int = Field(default=10, ge=1, le=300, validation_alias="LUMA_MCP_READ_TIMEOUT_SECONDS")
     http_keep_alive: int = Field(default=5, ge=1, le=300, validation_alias="LUMA_MCP_KEEP_ALIVE_SECONDS")
 
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(default="INFO", validation_alias="LUMA_LOG_LEVEL")

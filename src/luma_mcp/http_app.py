@@ -152,12 +152,12 @@ def serve_http(settings: Settings, host: str, port: int) -> None:
             settings.http_max_connections,
             open_files,
         )
-    guard = ConnectionGuard(max_connections, settings.http_header_timeout)
+    guard = ConnectionGuard(max_connections, settings.http_read_timeout)
     log.info("serving MCP at http://%s:%d/mcp (auth: %s)", host, port, settings.auth_mode or "none, loopback only")
     log.info(
-        "at most %d open connections; request heads within %d s; idle connections closed after %d s",
+        "at most %d open connections; requests read within %d s; idle connections closed after %d s",
         max_connections,
-        settings.http_header_timeout,
+        settings.http_read_timeout,
         settings.http_keep_alive,
     )
     config = uvicorn.Config(

@@ -1,17 +1,17 @@
 """What slow or numerous HTTP clients can make the server hold: connections, time, log lines.
 
-uvicorn alone can be starved by half-sent requests: it never times out a request head that
-is still arriving (its keep-alive timer starts only after a response, and any byte received
-stops it), and its `limit_concurrency` counts a connection only once a whole head has come,
-so a thousand slow clients use up the process's descriptors first. accept() then fails, and
-asyncio logs a traceback for every failed attempt (thousands a second). For the HTTP
-transport this module guarantees:
+uvicorn alone can be starved by half-sent requests: it never times out a request that is
+still arriving (its keep-alive timer starts only after a response, and any byte received
+stops it), and its `limit_concurrency` acts only once a whole head has come, so a thousand
+slow clients use up the process's descriptors first. accept() then fails, and asyncio logs
+a traceback for every failed attempt (thousands a second). For the HTTP transport this
+module guarantees:
 
 - open connections never exceed a cap that fits the open-file limit (the soft limit is
   raised to the hard one at start); at the cap, the connection that has waited longest for
   a request head is closed to make room, so slow clients cannot lock out prompt ones;
-- a connection must send a complete request head within the header timeout of opening or
-  of its previous response, however slowly it trickles bytes;
+- a connection must send a whole request (head and body) within the read timeout of
+  opening or of its previous response, however slowly it trickles bytes;
 - log lines that strangers can cause are rate-limited: a flood leaves a few lines and a
   count of what was suppressed, not a full disk.
 
@@ -87,9 +87,9 @@ def connection_budget(wanted: int, open_files: int | None) -> ConnectionBudget:
 class ConnectionGuard:
     """Counts open connections and closes those that hold one without sending a request."""
 
-    def __init__(self, max_connections: int, header_timeout: float) -> None:
+    def __init__(self, max_connections: int, read_timeout: float) -> None:
         self.max_connections = max_connections
-        self.header_timeout = header_timeout
+        self.read_timeout = read_timeout
         self._open: set[GuardedH11Protocol] = set()
         # Connections last seen waiting for a request head, longest waiting first (a dict
         # keeps insertion order). Ones that have since started a request are dropped lazily.
@@ -150,13 +150,13 @@ class ConnectionGuard:
 
 
 class GuardedH11Protocol(H11Protocol):
-    """uvicorn's HTTP/1.1 protocol, with a header timeout and a place in its guard's count."""
+    """uvicorn's HTTP/1.1 protocol, with a read timeout and a place in its guard's count."""
 
     guard: ClassVar[ConnectionGuard]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._head_timer: asyncio.TimerHandle | None = None
+        self._read_timer: asyncio.TimerHandle | None = None
         # The request cycle that was current when this connection began waiting for the next
         # head: uvicorn makes a new cycle for each head it receives.
         self._waiting_after: object = None
@@ -172,7 +172,7 @@ class GuardedH11Protocol(H11Protocol):
         self.guard.opened(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._cancel_head_timer()
+        self._cancel_read_timer()
         self.guard.closed(self)
         super().connection_lost(exc)
 
@@ -190,21 +190,24 @@ class GuardedH11Protocol(H11Protocol):
             self.transport.close()
 
     def _await_head(self) -> None:
-        self._cancel_head_timer()
+        self._cancel_read_timer()
         self._waiting_after = self.cycle
-        self._head_timer = self.loop.call_later(self.guard.header_timeout, self._head_overdue)
+        self._read_timer = self.loop.call_later(self.guard.read_timeout, self._read_overdue)
         self.guard.waiting(self)
 
-    def _head_overdue(self) -> None:
-        self._head_timer = None
-        if self.waiting_for_head:
-            log.debug("closing a connection that sent no complete request in %.0f s", self.guard.header_timeout)
+    def _read_overdue(self) -> None:
+        self._read_timer = None
+        # A request whose head came in time but whose body is still arriving holds the
+        # connection (and the app waiting on it) just as long: it is overdue too.
+        body_pending = self.cycle is not None and self.cycle.more_body and not self.cycle.disconnected
+        if self.waiting_for_head or (body_pending and not self.transport.is_closing()):
+            log.debug("closing a connection that sent no whole request in %.0f s", self.guard.read_timeout)
             self.close()
 
-    def _cancel_head_timer(self) -> None:
-        if self._head_timer is not None:
-            self._head_timer.cancel()
-            self._head_timer = None
+    def _cancel_read_timer(self) -> None:
+        if self._read_timer is not None:
+            self._read_timer.cancel()
+            self._read_timer = None
 
 
 class RateLimitFilter(logging.Filter):
