@@ -30,7 +30,7 @@ from starlette.responses import JSONResponse
 
 from luma_mcp import __version__
 from luma_mcp.config import Settings, split_list
-from luma_mcp.http_limits import ConnectionGuard, connection_budget, raise_open_file_limit, rate_limit_logs
+from luma_mcp.http_limits import ConnectionGuard, budget_connections, rate_limit_logs
 from luma_mcp.server import create_server
 
 log = logging.getLogger(__name__)
@@ -142,21 +142,12 @@ def serve_http(settings: Settings, host: str, port: int) -> None:
     stopping = threading.Event()
     app = create_http_app(settings, host, port, stopping)
     rate_limit_logs(logging.getLogger().handlers)
-    open_files = raise_open_file_limit()
-    budget = connection_budget(settings.http_max_connections, open_files)
-    max_connections = budget.max_connections
-    if max_connections < settings.http_max_connections:
-        log.warning(
-            "LUMA_MCP_MAX_CONNECTIONS=%d does not fit the open-file limit (%d): raise it (`ulimit -n`, or "
-            "LimitNOFILE= under systemd) to serve that many.",
-            settings.http_max_connections,
-            open_files,
-        )
-    guard = ConnectionGuard(max_connections, settings.http_read_timeout)
+    budget = budget_connections(settings.http_max_connections)
+    guard = ConnectionGuard(budget.max_connections, settings.http_read_timeout)
     log.info("serving MCP at http://%s:%d/mcp (auth: %s)", host, port, settings.auth_mode or "none, loopback only")
     log.info(
         "at most %d open connections; requests read within %d s; idle connections closed after %d s",
-        max_connections,
+        budget.max_connections,
         settings.http_read_timeout,
         settings.http_keep_alive,
     )
@@ -167,10 +158,14 @@ def serve_http(settings: Settings, host: str, port: int) -> None:
         log_config=None,
         access_log=False,
         http=guard.protocol_class(),
-        ws="none",  # MCP has no WebSocket transport: an upgrade request is answered as plain HTTP
-        # The guard keeps connections at or under max_connections; uvicorn also counts the
-        # connection asking, so +1, and answers 503 beyond that many requests in progress.
-        limit_concurrency=max_connections + 1,
+        # MCP has no WebSocket transport, and an upgraded connection would leave the guard's
+        # count: upgrade requests are answered as plain HTTP.
+        ws="none",
+        # uvicorn answers 503 when connections or requests in progress reach this. The guard
+        # keeps connections at max_connections, but the ones it has just closed stay in
+        # uvicorn's count for one more event-loop turn (up to a backlog of them): room for
+        # those, so that uvicorn's limit only ever bounds requests in progress.
+        limit_concurrency=budget.max_connections + budget.backlog + 1,
         backlog=budget.backlog,
         timeout_keep_alive=settings.http_keep_alive,
         # On SIGTERM: stop accepting; calls that are waiting return at once with their task

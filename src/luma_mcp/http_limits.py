@@ -84,6 +84,21 @@ def connection_budget(wanted: int, open_files: int | None) -> ConnectionBudget:
     return ConnectionBudget(max_connections, max(MIN_BACKLOG, min(MAX_BACKLOG, backlog)))
 
 
+def budget_connections(wanted: int) -> ConnectionBudget:
+    """Raise the open-file limit and fit `wanted` connections in it, warning if they do not fit."""
+    open_files = raise_open_file_limit()
+    budget = connection_budget(wanted, open_files)
+    if budget.max_connections < wanted:
+        log.warning(
+            "LUMA_MCP_MAX_CONNECTIONS=%d does not fit the open-file limit (%s): serving at most %d. Raise the "
+            "limit (`ulimit -n`, or LimitNOFILE= under systemd) or lower LUMA_MCP_MAX_CONNECTIONS.",
+            wanted,
+            open_files,
+            budget.max_connections,
+        )
+    return budget
+
+
 class ConnectionGuard:
     """Counts open connections and closes those that hold one without sending a request."""
 
@@ -104,10 +119,6 @@ class ConnectionGuard:
 
         Guarded.guard = guard
         return Guarded
-
-    @property
-    def open_connections(self) -> int:
-        return len(self._open)
 
     def opened(self, connection: GuardedH11Protocol) -> None:
         self._open.add(connection)
@@ -245,9 +256,8 @@ class RateLimitFilter(logging.Filter):
             self._suppressed[record.name] = self._suppressed.get(record.name, 0) + 1
             return False
         dropped = self._suppressed.pop(record.name, 0)
-        if dropped:
-            record.msg = f"{record.getMessage()} ({dropped} earlier lines from {record.name} suppressed)"
-            record.args = None
+        if dropped:  # (no "%" added: the record's own arguments still format it)
+            record.msg = f"{record.msg} ({dropped} earlier lines from {record.name} suppressed)"
         return True
 
     def _take(self, key: tuple[Any, ...], allowed: int, now: float) -> bool:
