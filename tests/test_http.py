@@ -37,16 +37,27 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+OPEN_FILES_LAUNCHER = (
+    "import resource, sys; resource.setrlimit(resource.RLIMIT_NOFILE, ({limit}, {limit})); "
+    "from luma_mcp.cli import main; main(sys.argv[1:])"
+)
+
+
 class HttpServer:
     """`luma-mcp --transport http` as a real process on a free loopback port."""
 
-    def __init__(self, env: dict[str, str], *args: str, host: str = "127.0.0.1") -> None:
+    def __init__(
+        self, env: dict[str, str], *args: str, host: str = "127.0.0.1", open_files_limit: int | None = None
+    ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         # Logs go to a file, not a pipe: a pipe nobody reads fills up and stalls the server.
         self.log = tempfile.NamedTemporaryFile(mode="w+", prefix="luma-http-", suffix=".log")  # noqa: SIM115
+        launch = ["-m", "luma_mcp"]
+        if open_files_limit is not None:  # `ulimit -n N`, set by the child itself (preexec_fn is unsafe with threads)
+            launch = ["-c", OPEN_FILES_LAUNCHER.format(limit=open_files_limit)]
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "luma_mcp", "--transport", "http", "--host", host, "--port", str(self.port), *args],
+            [sys.executable, *launch, "--transport", "http", "--host", host, "--port", str(self.port), *args],
             stdout=subprocess.DEVNULL,
             stderr=self.log,
             text=True,

@@ -112,6 +112,10 @@ class Settings(BaseSettings):
     )
     token_cache_seconds: float = Field(default=600, gt=0, validation_alias="LUMA_MCP_TOKEN_CACHE_SECONDS")
     token_cache_size: int = Field(default=10_000, ge=1, validation_alias="LUMA_MCP_TOKEN_CACHE_SIZE")
+    # What slow or numerous clients can hold (luma_mcp.http_limits).
+    http_max_connections: int = Field(default=1000, ge=16, le=100_000, validation_alias="LUMA_MCP_MAX_CONNECTIONS")
+    http_read_timeout: int = Field(default=10, ge=1, le=300, validation_alias="LUMA_MCP_READ_TIMEOUT_SECONDS")
+    http_keep_alive: int = Field(default=5, ge=1, le=300, validation_alias="LUMA_MCP_KEEP_ALIVE_SECONDS")
 
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(default="INFO", validation_alias="LUMA_LOG_LEVEL")
 

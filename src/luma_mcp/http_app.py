@@ -48,6 +48,7 @@ from luma_mcp.admission import (
 from luma_mcp.client import LumaClient, RetryPolicy
 from luma_mcp.config import Settings, split_list
 from luma_mcp.errors import LumaBalanceError, LumaError
+from luma_mcp.http_limits import ConnectionGuard, budget_connections, rate_limit_logs
 from luma_mcp.server import create_server
 from luma_mcp.service import tenant_of
 
@@ -243,13 +244,33 @@ class _Server(uvicorn.Server):
 def serve_http(settings: Settings, host: str, port: int) -> None:
     stopping = threading.Event()
     app = create_http_app(settings, host, port, stopping)
+    rate_limit_logs(logging.getLogger().handlers)
+    budget = budget_connections(settings.http_max_connections)
+    guard = ConnectionGuard(budget.max_connections, settings.http_read_timeout)
     log.info("serving MCP at http://%s:%d/mcp (auth: %s)", host, port, settings.auth_mode or "none, loopback only")
+    log.info(
+        "at most %d open connections; requests read within %d s; idle connections closed after %d s",
+        budget.max_connections,
+        settings.http_read_timeout,
+        settings.http_keep_alive,
+    )
     config = uvicorn.Config(
         app,
         host=host,
         port=port,
         log_config=None,
         access_log=False,
+        http=guard.protocol_class(),
+        # MCP has no WebSocket transport, and an upgraded connection would leave the guard's
+        # count: upgrade requests are answered as plain HTTP.
+        ws="none",
+        # uvicorn answers 503 when connections or requests in progress reach this. The guard
+        # keeps connections at max_connections, but the ones it has just closed stay in
+        # uvicorn's count for one more event-loop turn (up to a backlog of them): room for
+        # those, so that uvicorn's limit only ever bounds requests in progress.
+        limit_concurrency=budget.max_connections + budget.backlog + 1,
+        backlog=budget.backlog,
+        timeout_keep_alive=settings.http_keep_alive,
         # On SIGTERM: stop accepting; calls that are waiting return at once with their task
         # ids; anything still running after the grace period is cancelled (ledger writes are
         # shielded, so even then nothing is left half-written).

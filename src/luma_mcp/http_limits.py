@@ -1,0 +1,284 @@
+"""What slow or numerous HTTP clients can make the server hold: connections, time, log lines.
+
+uvicorn alone can be starved by half-sent requests: it never times out a request that is
+still arriving (its keep-alive timer starts only after a response, and any byte received
+stops it), and its `limit_concurrency` acts only once a whole head has come, so a thousand
+slow clients use up the process's descriptors first. accept() then fails, and asyncio logs
+a traceback for every failed attempt (thousands a second). For the HTTP transport this
+module guarantees:
+
+- open connections never exceed a cap that fits the open-file limit (the soft limit is
+  raised to the hard one at start); at the cap, the connection that has waited longest for
+  a request head is closed to make room, so slow clients cannot lock out prompt ones;
+- a connection must send a whole request (head and body) within the read timeout of
+  opening or of its previous response, however slowly it trickles bytes;
+- log lines that strangers can cause are rate-limited: a flood leaves a few lines and a
+  count of what was suppressed, not a full disk.
+
+Imported only by the HTTP transport.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from uvicorn.protocols.http.h11_impl import H11Protocol
+
+log = logging.getLogger(__name__)
+
+# Descriptors for everything but client connections: the upstream pools (up to 100 reads
+# and 100 submits), the ledger, downloads, logs.
+RESERVED_FILES = 250
+MIN_CONNECTIONS = 16
+# asyncio accepts up to `backlog` connections in one event-loop turn, and a connection is
+# counted (and someone else's closed to make room) only two turns later, when its protocol
+# starts: three turns of accepts must fit in the descriptors left beyond the cap. The
+# backlog is also the kernel's queue of connections not yet accepted: uvicorn's 2048 where
+# descriptors allow, down to MIN_BACKLOG under a small `ulimit -n`.
+MIN_BACKLOG = 64
+MAX_BACKLOG = 2048
+TURNS_BEFORE_COUNTED = 3
+BUSY_BODY = b"Every connection is busy with a request. Try again in a few seconds.\n"
+BUSY_RESPONSE = (
+    b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain; charset=utf-8\r\nretry-after: 5\r\n"
+    b"connection: close\r\ncontent-length: " + str(len(BUSY_BODY)).encode() + b"\r\n\r\n" + BUSY_BODY
+)
+
+
+def raise_open_file_limit() -> int | None:
+    """Lift the soft open-file limit to the hard one; returns the limit now in force (None: no limit known)."""
+    try:
+        import resource
+    except ImportError:  # Windows has no such limit
+        return None
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    # Some systems (macOS) report an infinite hard limit but refuse it as a soft one.
+    target = hard if hard != resource.RLIM_INFINITY else max(soft, 65536)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        except (ValueError, OSError) as exc:
+            log.debug("could not raise the open-file limit from %d to %d: %s", soft, target, exc)
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    return None if soft == resource.RLIM_INFINITY else soft
+
+
+@dataclass(frozen=True)
+class ConnectionBudget:
+    max_connections: int
+    backlog: int
+
+
+def connection_budget(wanted: int, open_files: int | None) -> ConnectionBudget:
+    """As many connections as asked for, if the open-file limit leaves room for them and a burst of accepts."""
+    if open_files is None:
+        return ConnectionBudget(wanted, MAX_BACKLOG)
+    room = open_files - RESERVED_FILES
+    max_connections = max(MIN_CONNECTIONS, min(wanted, room - TURNS_BEFORE_COUNTED * MIN_BACKLOG))
+    backlog = (room - max_connections) // TURNS_BEFORE_COUNTED
+    return ConnectionBudget(max_connections, max(MIN_BACKLOG, min(MAX_BACKLOG, backlog)))
+
+
+def budget_connections(wanted: int) -> ConnectionBudget:
+    """Raise the open-file limit and fit `wanted` connections in it, warning if they do not fit."""
+    open_files = raise_open_file_limit()
+    budget = connection_budget(wanted, open_files)
+    if budget.max_connections < wanted:
+        log.warning(
+            "LUMA_MCP_MAX_CONNECTIONS=%d does not fit the open-file limit (%s): serving at most %d. Raise the "
+            "limit (`ulimit -n`, or LimitNOFILE= under systemd) or lower LUMA_MCP_MAX_CONNECTIONS.",
+            wanted,
+            open_files,
+            budget.max_connections,
+        )
+    return budget
+
+
+class ConnectionGuard:
+    """Counts open connections and closes those that hold one without sending a request."""
+
+    def __init__(self, max_connections: int, read_timeout: float) -> None:
+        self.max_connections = max_connections
+        self.read_timeout = read_timeout
+        self._open: set[GuardedH11Protocol] = set()
+        # Connections last seen waiting for a request head, longest waiting first (a dict
+        # keeps insertion order). Ones that have since started a request are dropped lazily.
+        self._waiting: dict[GuardedH11Protocol, None] = {}
+
+    def protocol_class(self) -> type[GuardedH11Protocol]:
+        """uvicorn's h11 protocol, guarded by this guard (uvicorn takes a class, not an instance)."""
+        guard = self
+
+        class Guarded(GuardedH11Protocol):
+            pass
+
+        Guarded.guard = guard
+        return Guarded
+
+    def opened(self, connection: GuardedH11Protocol) -> None:
+        self._open.add(connection)
+        if len(self._open) <= self.max_connections:
+            return
+        victim = self._longest_waiting() or connection
+        self._forget(victim)
+        if victim is connection:  # every other connection is busy with a request
+            log.warning("All %d connections are busy: answering new ones 503.", self.max_connections)
+            connection.refuse()
+        else:
+            log.warning(
+                "%d connections are open (the most allowed): closing the ones waiting longest for a request.",
+                self.max_connections,
+            )
+            victim.close()
+
+    def waiting(self, connection: GuardedH11Protocol) -> None:
+        self._waiting.pop(connection, None)
+        self._waiting[connection] = None  # now the most recent
+
+    def closed(self, connection: GuardedH11Protocol) -> None:
+        self._forget(connection)
+
+    def _forget(self, connection: GuardedH11Protocol) -> None:
+        self._open.discard(connection)
+        self._waiting.pop(connection, None)
+
+    def _longest_waiting(self) -> GuardedH11Protocol | None:
+        busy = []
+        victim = None
+        for connection in self._waiting:
+            if connection.waiting_for_head:
+                victim = connection
+                break
+            busy.append(connection)
+        for connection in busy:
+            del self._waiting[connection]
+        return victim
+
+
+class GuardedH11Protocol(H11Protocol):
+    """uvicorn's HTTP/1.1 protocol, with a read timeout and a place in its guard's count."""
+
+    guard: ClassVar[ConnectionGuard]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._read_timer: asyncio.TimerHandle | None = None
+        # The request cycle that was current when this connection began waiting for the next
+        # head: uvicorn makes a new cycle for each head it receives.
+        self._waiting_after: object = None
+
+    @property
+    def waiting_for_head(self) -> bool:
+        """No request in progress: at most part of the next one's head has arrived."""
+        return self.cycle is self._waiting_after and not self.transport.is_closing()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)  # type: ignore[arg-type]
+        self._await_head()
+        self.guard.opened(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._cancel_read_timer()
+        self.guard.closed(self)
+        super().connection_lost(exc)
+
+    def on_response_complete(self) -> None:
+        self._await_head()  # before uvicorn's: it may start a pipelined request at once
+        super().on_response_complete()
+
+    def close(self) -> None:
+        if not self.transport.is_closing():
+            self.transport.close()
+
+    def refuse(self) -> None:
+        if not self.transport.is_closing():
+            self.transport.write(BUSY_RESPONSE)
+            self.transport.close()
+
+    def _await_head(self) -> None:
+        self._cancel_read_timer()
+        self._waiting_after = self.cycle
+        self._read_timer = self.loop.call_later(self.guard.read_timeout, self._read_overdue)
+        self.guard.waiting(self)
+
+    def _read_overdue(self) -> None:
+        self._read_timer = None
+        # A request whose head came in time but whose body is still arriving holds the
+        # connection (and the app waiting on it) just as long: it is overdue too.
+        body_pending = self.cycle is not None and self.cycle.more_body and not self.cycle.disconnected
+        if self.waiting_for_head or (body_pending and not self.transport.is_closing()):
+            log.debug("closing a connection that sent no whole request in %.0f s", self.guard.read_timeout)
+            self.close()
+
+    def _cancel_read_timer(self) -> None:
+        if self._read_timer is not None:
+            self._read_timer.cancel()
+            self._read_timer = None
+
+
+class RateLimitFilter(logging.Filter):
+    """At most `per_message` lines of one message and `per_logger` lines of one logger per period.
+
+    For log handlers: a line a stranger can cause (a refused request, a failed accept) must
+    not be written once per attempt. The next line let through from a logger says how many
+    were suppressed. Records of loggers that `exempt` names pass untouched.
+    """
+
+    def __init__(
+        self,
+        *,
+        per_message: int = 5,
+        per_logger: int = 50,
+        period: float = 10.0,
+        exempt: Callable[[str], bool] = lambda name: False,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        super().__init__()
+        self.per_message = per_message
+        self.per_logger = per_logger
+        self.period = period
+        self.exempt = exempt
+        self._clock = clock
+        self._windows: dict[tuple[Any, ...], list[float]] = {}  # key -> [window start, lines in it]
+        self._suppressed: dict[str, int] = {}  # logger -> lines dropped since its last line
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if self.exempt(record.name):
+            return True
+        now = self._clock()
+        message = (record.name, record.levelno, str(record.msg)[:200])
+        if not (self._take(message, self.per_message, now) and self._take((record.name,), self.per_logger, now)):
+            self._suppressed[record.name] = self._suppressed.get(record.name, 0) + 1
+            return False
+        dropped = self._suppressed.pop(record.name, 0)
+        if dropped:  # (no "%" added: the record's own arguments still format it)
+            record.msg = f"{record.msg} ({dropped} earlier lines from {record.name} suppressed)"
+        return True
+
+    def _take(self, key: tuple[Any, ...], allowed: int, now: float) -> bool:
+        window = self._windows.get(key)
+        if window is None or now - window[0] >= self.period:
+            if len(self._windows) >= 4096:  # made-up messages must not grow this without bound
+                self._windows.clear()
+            window = self._windows[key] = [now, 0]
+        window[1] += 1
+        return window[1] <= allowed
+
+
+def is_own_bounded_logger(name: str) -> bool:
+    """luma_mcp's own lines (a task id in a warning, say) are each needed, and few: never dropped.
+
+    This module's are the exception: they come once per slow client.
+    """
+    return (name == "luma_mcp" or name.startswith("luma_mcp.")) and name != __name__
+
+
+def rate_limit_logs(handlers: list[logging.Handler]) -> None:
+    limiter = RateLimitFilter(exempt=is_own_bounded_logger)
+    for handler in handlers:
+        handler.addFilter(limiter)
