@@ -256,6 +256,47 @@ def test_sigterm_during_a_wait_answers_the_call_and_leaves_the_ledger_whole(
     assert rows == [(task.task_id, "accepted")]
 
 
+def test_sigterm_during_a_submit_still_answers_with_its_task_id(
+    sim_server: SimulatorServer, private_folders: Path
+) -> None:
+    """The API takes 2 s to accept the submit and the stop signal comes meanwhile: the call
+    must still answer with the task id the API gave. (Before, the event stream was closed
+    by sse-starlette within half a second of the signal, and the paid task id with it.)"""
+    sim = sim_server.simulator
+    sim.processing_seconds = 60
+    sim.inject("slow", "/luma/videos", delay=2.0)
+    server = HttpServer(http_env(sim_server, ACEDATACLOUD_API_TOKEN=TOKEN_A, LUMA_MCP_API_KEYS=KEY)).wait_ready()
+    headers = {**MCP_HEADERS, "Authorization": f"Bearer {KEY}"}
+    call = {
+        "jsonrpc": "2.0",
+        "id": 2,
+        "method": "tools/call",
+        "params": {"name": "generate_video", "arguments": {"prompt": "Slow to accept", "wait_seconds": 45}},
+    }
+    answer: dict[str, Any] | None = None
+    with httpx.Client(base_url=server.url, headers=headers, timeout=30) as http:
+        session = http.post("/mcp", json=INITIALIZE).headers.get("mcp-session-id")
+        if session:
+            http.headers["mcp-session-id"] = session
+        http.post("/mcp", json={"jsonrpc": "2.0", "method": "notifications/initialized"})
+        with http.stream("POST", "/mcp", json=call) as stream:
+            deadline = time.monotonic() + 10
+            while sim.count("/luma/videos") == 0 and time.monotonic() < deadline:
+                time.sleep(0.02)
+            server.proc.send_signal(signal.SIGTERM)  # the submit is at the API, its answer 2 s away
+            for line in stream.iter_lines():
+                if line.startswith("data:") and (message := json.loads(line[5:])).get("id") == 2:
+                    answer = message
+                    break
+    code, stderr = server.stop()
+    assert code in (0, -signal.SIGTERM) and "Traceback" not in stderr, stderr
+    assert answer is not None and not answer["result"].get("isError"), answer
+    task = TaskResult.model_validate(answer["result"]["structuredContent"])
+    assert task.task_id in sim.tasks and task.next_call
+    with sqlite3.connect(private_folders / "ledger.sqlite3") as db:
+        assert db.execute("SELECT task_id, state FROM tasks").fetchall() == [(task.task_id, "accepted")]
+
+
 @pytest.mark.anyio
 async def test_two_replicas_share_a_postgres_ledger(
     sim_server: SimulatorServer, postgres_url: str, private_folders: Path

@@ -20,7 +20,6 @@ import logging
 import threading
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
-from types import FrameType
 from typing import Any
 
 import uvicorn
@@ -49,6 +48,7 @@ from luma_mcp.client import LumaClient, RetryPolicy
 from luma_mcp.config import Settings, split_list
 from luma_mcp.errors import LumaBalanceError, LumaError
 from luma_mcp.http_limits import ConnectionGuard, budget_connections, rate_limit_logs
+from luma_mcp.http_shutdown import SHUTDOWN_GRACE_SECONDS, CountPosts, DrainingServer, PostsInFlight
 from luma_mcp.server import create_server
 from luma_mcp.service import tenant_of
 
@@ -58,7 +58,6 @@ LOOPBACK_HOSTS = ["127.0.0.1:*", "localhost:*", "[::1]:*"]
 LOOPBACK_ORIGINS = ["http://127.0.0.1:*", "http://localhost:*", "http://[::1]:*"]
 # Headers a browser client must be allowed to read from MCP responses.
 EXPOSED_HEADERS = ["Mcp-Session-Id", "Mcp-Protocol-Version", "WWW-Authenticate"]
-SHUTDOWN_GRACE_SECONDS = 10
 MCP_PATH = "/mcp"
 TOKEN_CHECK_TIMEOUT = 10.0
 
@@ -200,6 +199,8 @@ def create_http_app(
         caps=caps,
         resource_metadata_url=str(build_resource_metadata_url(AnyHttpUrl(f"{public_url}{MCP_PATH}"))) if auth else None,
     )
+    app.state.posts = PostsInFlight()  # for DrainingServer: answers still to go out when stopping
+    app.add_middleware(CountPosts, posts=app.state.posts)
     if checks is not None:
         app.router.lifespan_context = _closing(app.router.lifespan_context, checks)
     if cors:  # added last, so outermost: its headers reach the admission answers too
@@ -227,18 +228,6 @@ def _closing(
             await client.aclose()
 
     return closing
-
-
-class _Server(uvicorn.Server):
-    """uvicorn, telling waiting tool calls to wrap up as soon as a stop signal arrives."""
-
-    def __init__(self, config: uvicorn.Config, stopping: threading.Event) -> None:
-        super().__init__(config)
-        self.stopping = stopping
-
-    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-        self.stopping.set()  # waits return their task ids now, well inside the grace period
-        super().handle_exit(sig, frame)
 
 
 def serve_http(settings: Settings, host: str, port: int) -> None:
@@ -271,9 +260,7 @@ def serve_http(settings: Settings, host: str, port: int) -> None:
         limit_concurrency=budget.max_connections + budget.backlog + 1,
         backlog=budget.backlog,
         timeout_keep_alive=settings.http_keep_alive,
-        # On SIGTERM: stop accepting; calls that are waiting return at once with their task
-        # ids; anything still running after the grace period is cancelled (ledger writes are
-        # shielded, so even then nothing is left half-written).
+        # On SIGTERM: see http_shutdown.
         timeout_graceful_shutdown=SHUTDOWN_GRACE_SECONDS,
     )
-    _Server(config, stopping).run()
+    DrainingServer(config, stopping, app.state.posts).run()
