@@ -12,6 +12,7 @@ from pydantic import SecretStr
 
 from luma_mcp.client import LumaClient, RetryPolicy
 from luma_mcp.config import Settings
+from luma_mcp.ledger import Ledger, PostgresLedger, SQLiteLedger
 from luma_mcp.server import create_server
 from luma_mcp.simulator import Simulator, SimulatorServer
 from luma_mcp.waiting import PollSchedule
@@ -64,6 +65,27 @@ async def luma(sim_server: SimulatorServer) -> AsyncIterator[LumaClient]:
 @pytest.fixture
 def postgres_url(postgres_server: str) -> str:  # noqa: F811 (the fixture imported above)
     return fresh_database(postgres_server)
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Where a ledger lives: tests that take it run against both backends."""
+    if request.param == "sqlite":
+        return str(tmp_path / "ledger.sqlite3")
+    return str(request.getfixturevalue("postgres_url"))
+
+
+def open_store(store: str, **options: Any) -> Ledger:
+    if store.startswith("postgresql://"):
+        return PostgresLedger(store, **options)
+    return SQLiteLedger(Path(store), **options)
+
+
+@pytest.fixture
+def ledger(store: str) -> Iterator[Ledger]:
+    opened = open_store(store)
+    yield opened
+    opened.close()
 
 
 # --- the MCP server, in memory ----------------------------------------------------------

@@ -5,7 +5,6 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import anyio
@@ -15,7 +14,6 @@ from luma_mcp.ledger import (
     SCHEMA_VERSION,
     Ledger,
     LedgerError,
-    PostgresLedger,
     SpendingLimitError,
     SpendingLimits,
     SQLiteLedger,
@@ -24,28 +22,11 @@ from luma_mcp.ledger import (
 from luma_mcp.models import TaskStatus
 from luma_mcp.results import TaskResult
 
+from .conftest import open_store
+
 pytestmark = pytest.mark.anyio
 
 PARAMS = {"action": "generate", "prompt": "a fox"}
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """Where a ledger lives: the same tests run against both backends."""
-    if request.param == "sqlite":
-        return str(tmp_path / "ledger.sqlite3")
-    return str(request.getfixturevalue("postgres_url"))
-
-
-def open_store(store: str) -> Ledger:
-    return PostgresLedger(store) if store.startswith("postgresql://") else SQLiteLedger(Path(store))
-
-
-@pytest.fixture
-def ledger(store: str) -> Iterator[Ledger]:
-    opened = open_store(store)
-    yield opened
-    opened.close()
 
 
 def pending(task_id: str) -> TaskResult:

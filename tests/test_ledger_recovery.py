@@ -8,7 +8,6 @@ import json
 import logging
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +33,7 @@ from luma_mcp.service import ServiceError, VideoService, tenant_of
 from luma_mcp.simulator import SimulatorServer
 from luma_mcp.waiting import RecentReads
 
-from .conftest import CANARY_TOKEN, FAST_RETRY, FAST_SCHEDULE, make_settings, text_of
+from .conftest import CANARY_TOKEN, FAST_SCHEDULE, make_settings, open_store, text_of
 from .stdio_raw import RawStdioServer
 from .test_stdio import server_env
 
@@ -42,26 +41,6 @@ pytestmark = pytest.mark.anyio
 
 PARAMS = {"action": "generate", "prompt": "a fox"}
 DEFAULT_EXPIRY = 105  # seconds after which a `sending` row reads as lost, with default settings (README)
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return str(tmp_path / "ledger.sqlite3")
-    return str(request.getfixturevalue("postgres_url"))
-
-
-def open_store(store: str, **options: Any) -> Ledger:
-    if store.startswith("postgresql://"):
-        return PostgresLedger(store, **options)
-    return SQLiteLedger(Path(store), **options)
-
-
-@pytest.fixture
-def ledger(store: str) -> Iterator[Ledger]:
-    opened = open_store(store)
-    yield opened
-    opened.close()
 
 
 def raw_sql(store: str, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
@@ -89,14 +68,6 @@ def service_for(settings: Settings, ledger: Ledger, luma: LumaClient, token: str
 
 async def no_report(*_: Any) -> None:
     pass
-
-
-@pytest.fixture
-async def luma(sim_server: SimulatorServer) -> AsyncIterator[LumaClient]:
-    async with LumaClient(
-        token=SecretStr(CANARY_TOKEN), base_url=sim_server.url, timeout=5.0, retry=FAST_RETRY
-    ) as client:
-        yield client
 
 
 # --- item 4: a submit that sent nothing billable leaves no row --------------------------------
