@@ -126,6 +126,14 @@ def post(url: str, **headers: str) -> httpx.Response:
     return httpx.post(f"{url}/mcp", json=INITIALIZE, headers={**MCP_HEADERS, **headers}, timeout=10)
 
 
+def open_session(http: httpx.Client) -> None:
+    """The MCP handshake over plain HTTP; the session id (if any) goes on every later request."""
+    session = http.post("/mcp", json=INITIALIZE).headers.get("mcp-session-id")
+    if session:
+        http.headers["mcp-session-id"] = session
+    http.post("/mcp", json={"jsonrpc": "2.0", "method": "notifications/initialized"})
+
+
 def test_keys_are_required_and_checked(keyed_server: HttpServer) -> None:
     health = httpx.get(f"{keyed_server.url}/health")
     assert health.status_code == 200 and health.json()["status"] == "ok"
@@ -226,10 +234,7 @@ def test_sigterm_during_a_wait_answers_the_call_and_leaves_the_ledger_whole(
     }
     answer: dict[str, Any] | None = None
     with httpx.Client(base_url=server.url, headers=headers, timeout=30) as http:
-        session = http.post("/mcp", json=INITIALIZE).headers.get("mcp-session-id")
-        if session:
-            http.headers["mcp-session-id"] = session
-        http.post("/mcp", json={"jsonrpc": "2.0", "method": "notifications/initialized"})
+        open_session(http)
         started = 0.0
         with http.stream("POST", "/mcp", json=call) as stream:
             for line in stream.iter_lines():
@@ -275,10 +280,7 @@ def test_sigterm_during_a_submit_still_answers_with_its_task_id(
     }
     answer: dict[str, Any] | None = None
     with httpx.Client(base_url=server.url, headers=headers, timeout=30) as http:
-        session = http.post("/mcp", json=INITIALIZE).headers.get("mcp-session-id")
-        if session:
-            http.headers["mcp-session-id"] = session
-        http.post("/mcp", json={"jsonrpc": "2.0", "method": "notifications/initialized"})
+        open_session(http)
         with http.stream("POST", "/mcp", json=call) as stream:
             deadline = time.monotonic() + 10
             while sim.count("/luma/videos") == 0 and time.monotonic() < deadline:
