@@ -146,6 +146,8 @@ def test_literal_addresses_read_like_an_http_stack(host: str, address: str | Non
         ("2002:a00:1::", False),  # 6to4 of 10.0.0.1
         ("64:ff9b::7f00:1", False),
         ("64:ff9b::808:808", True),
+        ("fd00:ec2::254", False),  # a cloud metadata service
+        ("2001:0:4136:e378:8000:63bf:80ff:fefe", False),  # Teredo whose client end is 127.0.1.1
     ],
 )
 def test_the_address_rule(address: str, public: bool) -> None:

@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING, cast
 import anyio
 import httpx
 
-from luma_mcp import __version__
+from luma_mcp import __version__, urls
 
 if TYPE_CHECKING:  # httpx imports httpcore only when a transport is made: so do we
     import httpcore
@@ -53,9 +53,6 @@ PROGRESS_SECONDS = 0.25  # at most four progress notifications a second, and alw
 SPACE_CHECK_BYTES = 1024 * 1024  # how often (in bytes written) the free space is looked at again
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._()-]{0,150}$")
 _REDIRECTS = (301, 302, 303, 307, 308)
-# Cloud metadata services: link-local / unique-local already, named so the intent is plain.
-_METADATA = {ipaddress.ip_address("169.254.169.254"), ipaddress.ip_address("fd00:ec2::254")}
-_NAT64 = ipaddress.ip_network("64:ff9b::/96")
 
 Progress = Callable[[int, int | None], Awaitable[None]]
 
@@ -96,30 +93,9 @@ def check_url(url: str, api_base_url: str) -> httpx.URL:
 
 
 def is_public_address(address: str) -> bool:
-    """Whether a resolved address is one a media download may connect to."""
-    ip = ipaddress.ip_address(address.split("%", 1)[0])
-    embedded: list[ipaddress.IPv4Address | ipaddress.IPv6Address] = [ip]
-    if isinstance(ip, ipaddress.IPv6Address):
-        # IPv4 carried inside IPv6 reaches the IPv4 address: judge that one too.
-        if ip.ipv4_mapped is not None:
-            embedded.append(ip.ipv4_mapped)
-        if ip.sixtofour is not None:
-            embedded.append(ip.sixtofour)
-        if ip.teredo is not None:
-            embedded.extend(ip.teredo)
-        if ip in _NAT64:  # DNS64 on an IPv6-only host: the IPv4 address inside is what counts
-            embedded = [ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)]
-    return not any(
-        one in _METADATA
-        or not one.is_global
-        or one.is_private
-        or one.is_loopback
-        or one.is_link_local
-        or one.is_multicast
-        or one.is_reserved
-        or one.is_unspecified
-        for one in embedded
-    )
+    """Whether a resolved address (as getaddrinfo gives it) may be connected to: the one
+    address rule, `urls.is_public_address`."""
+    return urls.is_public_address(ipaddress.ip_address(address.split("%", 1)[0]))
 
 
 class _GuardedBackend:

@@ -3,9 +3,10 @@
 Guarantees:
 - `is_public_address` is the one address rule: true only for an address anyone on the
   internet can reach (not loopback, private, link-local, shared/CGNAT, metadata,
-  multicast, reserved or unspecified), judging IPv6 forms that carry an IPv4 address
-  (mapped, compatible, 6to4, NAT64) by that IPv4 address. Any check of a resolved or
-  literal address can use it.
+  multicast, reserved or unspecified; metadata services such as 169.254.169.254 and
+  fd00:ec2::254 are link-local or unique-local), judging IPv6 forms that carry an IPv4
+  address (mapped, compatible, 6to4, NAT64, both ends of Teredo) by that IPv4 address.
+  Caller URLs here and every address a download connects to (`download`) use it.
 - `literal_address` reads a URL's host the way HTTP stacks do before any DNS: IPv6 in
   brackets (a zone id ignored), IPv4 in every form `inet_aton` accepts (decimal
   `2130706433`, hex `0x7f000001`, octal `0177.0.0.1`, short `127.1`), after percent- and
@@ -45,6 +46,8 @@ class UnsafeUrl(ValueError):
 def is_public_address(address: Address) -> bool:
     """True only for an address reachable from the public internet."""
     if isinstance(address, ipaddress.IPv6Address):
+        if address.teredo is not None:  # a tunnel: both ends it names must be public
+            return all(is_public_address(end) for end in address.teredo)
         embedded = _embedded_ipv4(address)
         if embedded is not None:
             return is_public_address(embedded)
