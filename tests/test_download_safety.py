@@ -21,6 +21,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from luma_mcp import download as media
+from luma_mcp.errors import DownloadError
 from luma_mcp.server import create_server
 from luma_mcp.simulator import SAMPLE_MP4, ServerThread, Simulator, SimulatorServer
 
@@ -393,7 +394,7 @@ async def test_the_connection_goes_to_the_address_that_was_checked(monkeypatch: 
         stream = await backend.connect_tcp("rebind.example", checked.port, timeout=5)
         await stream.aclose()
         assert lookups == ["rebind.example"] and checked.connections() == 1
-        with pytest.raises(media.DownloadError, match=r"resolves to 127\.0\.0\.1"):  # the next lookup is checked too
+        with pytest.raises(DownloadError, match=r"resolves to 127\.0\.0\.1"):  # the next lookup is checked too
             await backend.connect_tcp("rebind.example", checked.port, timeout=5)
         with pytest.raises(BlockingIOError):
             victim.accept()  # nothing ever reached the victim

@@ -10,11 +10,10 @@ from pathlib import Path
 import anyio
 import pytest
 
+from luma_mcp.errors import LedgerError, SpendingLimitError
 from luma_mcp.ledger import (
     SCHEMA_VERSION,
     Ledger,
-    LedgerError,
-    SpendingLimitError,
     SpendingLimits,
     SQLiteLedger,
     SubmitState,

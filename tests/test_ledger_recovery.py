@@ -18,10 +18,9 @@ from pydantic import SecretStr
 
 from luma_mcp.client import LumaClient
 from luma_mcp.config import Settings
-from luma_mcp.errors import LumaError
+from luma_mcp.errors import LedgerError, LumaError, ServiceError
 from luma_mcp.ledger import (
     Ledger,
-    LedgerError,
     PostgresLedger,
     SQLiteLedger,
     SubmitState,
@@ -29,7 +28,7 @@ from luma_mcp.ledger import (
 from luma_mcp.models import GenerateRequest, TaskStatus
 from luma_mcp.results import TaskResult
 from luma_mcp.server import create_server
-from luma_mcp.service import ServiceError, VideoService, tenant_of
+from luma_mcp.service import VideoService, tenant_of
 from luma_mcp.simulator import SimulatorServer
 from luma_mcp.waiting import RecentReads
 

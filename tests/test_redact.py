@@ -10,7 +10,8 @@ import psycopg
 import pytest
 from mcp import Client
 
-from luma_mcp.ledger import LedgerError, open_ledger
+from luma_mcp.errors import LedgerError
+from luma_mcp.ledger import open_ledger
 from luma_mcp.redact import redact_conninfo
 from luma_mcp.server import create_server
 from luma_mcp.simulator import SimulatorServer

@@ -43,6 +43,7 @@ import anyio
 import httpx
 
 from luma_mcp import __version__, urls
+from luma_mcp.errors import DownloadError
 
 if TYPE_CHECKING:  # httpx imports httpcore only when a transport is made: so do we
     import httpcore
@@ -55,10 +56,6 @@ _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._()-]{0,150}$")
 _REDIRECTS = (301, 302, 303, 307, 308)
 
 Progress = Callable[[int, int | None], Awaitable[None]]
-
-
-class DownloadError(Exception):
-    """The download did not happen; the message says why and what to do. No file was left."""
 
 
 @dataclass(frozen=True)

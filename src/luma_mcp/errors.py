@@ -1,9 +1,27 @@
-"""One exception family for everything that can go wrong talking to the Luma API.
+"""Every failure luma-mcp explains to its caller, in one tree.
+
+    LumaMcpError                 the root; the tool boundary turns it into the tool's error text
+    ├── LumaError                the Luma API said no, or could not be reached
+    │   ├── LumaConfigError      no API token configured
+    │   ├── LumaAuthError        the token was refused (401/403)
+    │   ├── LumaRequestError     the arguments were refused (400), or the request could not be built
+    │   ├── LumaModerationError  the prompt or image was refused
+    │   ├── LumaBalanceError     no credits left
+    │   ├── LumaRateLimitError   429 (transient; `retry_after`)
+    │   ├── LumaServerError      5xx (transient)
+    │   ├── LumaTimeoutError     no answer in time (transient; a submit may have started)
+    │   ├── LumaResponseError    an answer that could not be understood
+    │   └── LumaConnectionError  no connection, or it broke (`request_sent` says which)
+    ├── LedgerError              the ledger will not let a submit through (a reused key, a bad cursor)
+    │   ├── SpendingLimitError   LUMA_MAX_SUBMITS_PER_HOUR / _PER_DAY reached
+    │   └── LedgerUnavailable    the store itself failed (missing, corrupt, full, unreachable)
+    ├── DownloadError            a download did not happen; no file was left
+    └── ServiceError             a request that cannot be served as asked
 
 Each error's text is a whole sentence for the person or model reading it: what happened
-and what to do next, followed by the HTTP status, error code and trace id when known (the
-provider's support asks for the trace id). No message ever contains the API token: the
-client redacts it from anything the provider sends back before it gets here.
+and what to do next (for API errors followed by the HTTP status, error code and trace id
+when known: the provider's support asks for the trace id). No message ever contains the
+API token: the client redacts it from anything the provider sends back before it gets here.
 """
 
 from __future__ import annotations
@@ -17,7 +35,31 @@ from luma_mcp.models import ErrorBody
 CONSOLE_URL = "https://platform.acedata.cloud"
 
 
-class LumaError(Exception):
+class LumaMcpError(Exception):
+    """Base of every failure whose text is meant for the caller (the tree above)."""
+
+
+class LedgerError(LumaMcpError):
+    """A request the ledger will not let through; the message says why and what to do."""
+
+
+class SpendingLimitError(LedgerError):
+    pass
+
+
+class LedgerUnavailable(LedgerError):
+    """The store itself failed (cannot be opened, corrupt, read-only, full, unreachable)."""
+
+
+class DownloadError(LumaMcpError):
+    """The download did not happen; the message says why and what to do. No file was left."""
+
+
+class ServiceError(LumaMcpError):
+    """A request that cannot be served as asked; the message says what to do instead."""
+
+
+class LumaError(LumaMcpError):
     """Base of every Luma API failure."""
 
     advice: str = "Retry later."

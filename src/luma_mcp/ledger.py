@@ -46,6 +46,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 import anyio
 from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_random
 
+from luma_mcp.errors import LedgerError, LedgerUnavailable, SpendingLimitError
 from luma_mcp.redact import conninfo_problem, redact_conninfo
 from luma_mcp.results import TaskResult
 
@@ -157,18 +158,6 @@ class Reservation:
 class SpendingLimits:
     per_hour: int | None = None
     per_day: int | None = None
-
-
-class LedgerError(Exception):
-    """A request the ledger will not let through; the message says why and what to do."""
-
-
-class SpendingLimitError(LedgerError):
-    pass
-
-
-class LedgerUnavailable(LedgerError):
-    """The store itself failed (cannot be opened, corrupt, read-only, full, unreachable)."""
 
 
 def fingerprint(action: str, params: dict[str, Any]) -> str:

@@ -31,15 +31,15 @@ from pydantic import BaseModel, Field, SecretStr
 from luma_mcp import __version__
 from luma_mcp.client import MAX_BATCH, LumaClient
 from luma_mcp.config import TOKEN_ENV, AspectRatio, Settings
-from luma_mcp.download import DownloadError, human_size
-from luma_mcp.errors import LumaError
-from luma_mcp.ledger import Ledger, LedgerError, open_ledger
+from luma_mcp.download import human_size
+from luma_mcp.errors import LedgerError, LumaError, LumaMcpError
+from luma_mcp.ledger import Ledger, open_ledger
 from luma_mcp.models import ExtendRequest, GenerateRequest, TaskStatus, VideoRequest
 from luma_mcp.prompts import storyboard as storyboard_text
 from luma_mcp.prompts import video_prompt as video_prompt_text
 from luma_mcp.results import TaskList, TaskResult, get_task_call, list_text, task_text, with_next_call
 from luma_mcp.schema import compact_schema
-from luma_mcp.service import OPERATOR, ListedTask, SavedVideo, ServiceError, VideoService, tenant_of
+from luma_mcp.service import OPERATOR, ListedTask, SavedVideo, VideoService, tenant_of
 from luma_mcp.urls import UnsafeUrl, check_caller_url, normalize_host
 from luma_mcp.waiting import PollSchedule, RecentReads
 
@@ -67,8 +67,6 @@ IdempotencyKey = Annotated[str | None, Field(min_length=1, max_length=200)]  # t
 NewTake = Annotated[bool, Field(description="Skip the duplicate check")]
 EndImageUrl = Annotated[PublicUrl | None, Field(description="Public image URL: last frame")]
 ListStatus = Literal["pending", "processing", "succeeded", "failed", "lost", "sending", "refused"]
-
-_HANDLED = (LumaError, LedgerError, DownloadError, ServiceError)
 
 
 class TaskPage(BaseModel):
@@ -359,7 +357,7 @@ def create_server(
             rows, _ = await _service(ctx).list(
                 status=status or None, since=None, until=None, limit=20, cursor=None, refresh=False
             )
-        except (ToolError, *_HANDLED) as exc:
+        except (ToolError, LumaMcpError) as exc:
             raise ResourceError(str(exc)) from None
         return json.dumps([row.model_dump(exclude_none=True) for row in rows])
 
@@ -373,7 +371,7 @@ def create_server(
     async def task_resource(task_id: str, ctx: Context[AppState]) -> str:
         try:
             results = await _service(ctx).fetch([task_id])
-        except (ToolError, *_HANDLED) as exc:
+        except (ToolError, LumaMcpError) as exc:
             raise ResourceError(str(exc)) from None
         if task_id not in results:
             raise ResourceError(f"No task with id {task_id}.")
@@ -440,7 +438,7 @@ async def _call(awaitable: Awaitable[T]) -> T:
     """Await service work at the tool boundary; its failures become the ToolError text the model acts on."""
     try:
         return await awaitable
-    except _HANDLED as exc:
+    except LumaMcpError as exc:
         raise ToolError(str(exc)) from None
 
 

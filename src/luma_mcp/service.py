@@ -2,8 +2,8 @@
 
 `VideoService` joins the API client, the ledger, the poll schedule and the download
 rules for one tenant. The MCP layer (`server.py`) only validates arguments, calls one
-method and renders the answer; every failure here is a `LumaError`, `LedgerError`,
-`DownloadError` or `ServiceError`, each carrying a message meant for the model.
+method and renders the answer; every failure here is a `LumaMcpError` (see `errors`),
+carrying a message meant for the model.
 """
 
 from __future__ import annotations
@@ -24,12 +24,10 @@ from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt,
 from luma_mcp import download
 from luma_mcp.client import LumaClient
 from luma_mcp.config import Settings
-from luma_mcp.errors import LumaError
+from luma_mcp.errors import LedgerError, LedgerUnavailable, LumaError, ServiceError
 from luma_mcp.ledger import (
     Ledger,
     LedgerEntry,
-    LedgerError,
-    LedgerUnavailable,
     SpendingLimits,
     SubmitState,
     submit_deadline,
@@ -56,10 +54,6 @@ _LOST_ADVICE = (
 def tenant_of(token: str) -> str:
     """A caller's tenant: a one-way hash of their API token (the token itself is never stored)."""
     return hashlib.sha256(token.encode()).hexdigest()
-
-
-class ServiceError(Exception):
-    """A request that cannot be served as asked; the message says what to do instead."""
 
 
 class ListedTask(BaseModel):
