@@ -16,9 +16,8 @@ from luma_mcp.ledger import (
     Ledger,
     SpendingLimits,
     SQLiteLedger,
-    SubmitState,
 )
-from luma_mcp.models import TaskStatus
+from luma_mcp.models import SubmitState, TaskStatus
 from luma_mcp.results import TaskResult
 
 from .conftest import open_store

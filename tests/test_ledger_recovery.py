@@ -23,9 +23,8 @@ from luma_mcp.ledger import (
     Ledger,
     PostgresLedger,
     SQLiteLedger,
-    SubmitState,
 )
-from luma_mcp.models import GenerateRequest, TaskStatus
+from luma_mcp.models import GenerateRequest, SubmitState, TaskStatus
 from luma_mcp.results import TaskResult
 from luma_mcp.server import create_server
 from luma_mcp.service import VideoService, tenant_of

@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 from mcp import Client
 
-from luma_mcp.ledger import SubmitState, open_ledger
+from luma_mcp.ledger import open_ledger
+from luma_mcp.models import SubmitState
 from luma_mcp.results import TaskList
 from luma_mcp.server import create_server
 from luma_mcp.simulator import SimulatorServer

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import get_args
+
 import pytest
 from pydantic import ValidationError
 
@@ -9,8 +11,10 @@ from luma_mcp.models import (
     Accepted,
     ExtendRequest,
     GenerateRequest,
+    ListStatus,
     RetrieveBatchRequest,
     RetrieveRequest,
+    SubmitState,
     TaskBatch,
     TaskRecord,
     TaskStatus,
@@ -152,3 +156,8 @@ def test_requests_refuse_fields_the_api_does_not_have() -> None:
 def test_extend_needs_exactly_one_source(sources: dict[str, str]) -> None:
     with pytest.raises(ValidationError, match="exactly one of video_id or video_url"):
         ExtendRequest(prompt="more", **sources)
+
+
+def test_a_listing_shows_task_statuses_and_the_states_of_submits_without_a_task() -> None:
+    shown = set(get_args(ListStatus))
+    assert shown == {*TaskStatus} | ({*SubmitState} - {SubmitState.ACCEPTED})

@@ -39,7 +39,6 @@ from collections import OrderedDict
 from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
@@ -47,6 +46,7 @@ import anyio
 from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_random
 
 from luma_mcp.errors import LedgerError, LedgerUnavailable, SpendingLimitError
+from luma_mcp.models import SubmitState
 from luma_mcp.redact import conninfo_problem, redact_conninfo
 from luma_mcp.results import TaskResult
 
@@ -114,14 +114,6 @@ class Sql(Protocol):
     def execute(self, sql: str, params: Sequence[Any] = ()) -> Any: ...
 
     def executemany(self, sql: str, rows: Sequence[Sequence[Any]], /) -> Any: ...
-
-
-class SubmitState(StrEnum):
-    SENDING = "sending"  # written, request in flight (or the process died while sending)
-    ACCEPTED = "accepted"  # upstream gave a task id
-    # No longer written (such submits leave no row), but older ledgers still hold some.
-    REFUSED = "refused"  # upstream said no, or was never reached: nothing started, nothing charged
-    LOST = "lost"  # sent, but the answer never came: a video may exist whose id we do not know
 
 
 @dataclass(frozen=True)

@@ -153,6 +153,21 @@ class TaskStatus(StrEnum):
         return self in (TaskStatus.SUCCEEDED, TaskStatus.FAILED)
 
 
+class SubmitState(StrEnum):
+    """Where a submit stands in the ledger; once ACCEPTED, its task has a TaskStatus."""
+
+    SENDING = "sending"  # written, request in flight (or the process died while sending)
+    ACCEPTED = "accepted"  # upstream gave a task id
+    # No longer written (such submits leave no row), but older ledgers still hold some.
+    REFUSED = "refused"  # upstream said no, or was never reached: nothing started, nothing charged
+    LOST = "lost"  # sent, but the answer never came: a video may exist whose id we do not know
+
+
+# What a listing shows for a submit: its task's status, or (no task) its submit state. A
+# Literal, so tools/list spells the values out; a test checks it against the two enums.
+ListStatus = Literal["pending", "processing", "succeeded", "failed", "lost", "sending", "refused"]
+
+
 _FAILED_STATES = frozenset({"failed", "error", "cancelled", "canceled"})
 _QUEUED_STATES = frozenset({"pending", "queued", "waiting", "submitted"})
 

@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, TypeVar
 from urllib.parse import urlsplit
 
 from mcp.server import MCPServer
@@ -34,7 +34,7 @@ from luma_mcp.config import TOKEN_ENV, AspectRatio, Settings
 from luma_mcp.download import human_size
 from luma_mcp.errors import LedgerError, LumaError, LumaMcpError
 from luma_mcp.ledger import Ledger, open_ledger
-from luma_mcp.models import ExtendRequest, GenerateRequest, TaskStatus, VideoRequest
+from luma_mcp.models import ExtendRequest, GenerateRequest, ListStatus, TaskStatus, VideoRequest
 from luma_mcp.prompts import storyboard as storyboard_text
 from luma_mcp.prompts import video_prompt as video_prompt_text
 from luma_mcp.results import TaskList, TaskResult, get_task_call, list_text, task_text, with_next_call
@@ -66,7 +66,6 @@ TaskId = Annotated[str, Field(min_length=1, max_length=128)]
 IdempotencyKey = Annotated[str | None, Field(min_length=1, max_length=200)]  # the usual meaning: same key, same task
 NewTake = Annotated[bool, Field(description="Skip the duplicate check")]
 EndImageUrl = Annotated[PublicUrl | None, Field(description="Public image URL: last frame")]
-ListStatus = Literal["pending", "processing", "succeeded", "failed", "lost", "sending", "refused"]
 
 
 class TaskPage(BaseModel):

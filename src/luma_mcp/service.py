@@ -29,10 +29,9 @@ from luma_mcp.ledger import (
     Ledger,
     LedgerEntry,
     SpendingLimits,
-    SubmitState,
     submit_deadline,
 )
-from luma_mcp.models import Accepted, TaskStatus, VideoRequest
+from luma_mcp.models import Accepted, SubmitState, TaskStatus, VideoRequest
 from luma_mcp.results import TaskResult, from_record
 from luma_mcp.waiting import PollSchedule, RecentReads, wait_for_tasks
 
