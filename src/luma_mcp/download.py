@@ -34,7 +34,7 @@ import secrets
 import socket
 import ssl
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, cast
@@ -44,6 +44,7 @@ import httpx
 
 from luma_mcp import __version__, urls
 from luma_mcp.errors import DownloadError
+from luma_mcp.waiting import Report
 
 if TYPE_CHECKING:  # httpx imports httpcore only when a transport is made: so do we
     import httpcore
@@ -54,8 +55,6 @@ PROGRESS_SECONDS = 0.25  # at most four progress notifications a second, and alw
 SPACE_CHECK_BYTES = 1024 * 1024  # how often (in bytes written) the free space is looked at again
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._()-]{0,150}$")
 _REDIRECTS = (301, 302, 303, 307, 308)
-
-Progress = Callable[[int, int | None], Awaitable[None]]
 
 
 @dataclass(frozen=True)
@@ -273,9 +272,11 @@ async def save(
     api_base_url: str,
     reserve_bytes: int = 0,
     cap_hint: str = "Raise LUMA_MAX_DOWNLOAD_MB to allow it.",
-    progress: Progress | None = None,
+    report: Report | None = None,
+    label: str = "Downloading",
 ) -> SavedFile:
-    """Stream `url` into `target`; see the module docstring for the guarantees."""
+    """Stream `url` into `target`; see the module docstring for the guarantees. Progress goes
+    to `report` a few times a second (and once at the end), as "`label`: 1.2 MB of 5.0 MB"."""
     if await anyio.Path(target).exists() and not overwrite:
         raise DownloadError(f"{target} already exists. Pass overwrite=true to replace it, or choose a filename.")
     folder = target.parent
@@ -313,16 +314,16 @@ async def save(
                             raise DownloadError(_low_space(folder, free, reserve_bytes))
                     digest.update(chunk)
                     await out.write(chunk)
-                    if progress is not None and time.monotonic() - last_progress >= PROGRESS_SECONDS:
+                    if report is not None and time.monotonic() - last_progress >= PROGRESS_SECONDS:
                         last_progress = time.monotonic()
-                        await progress(size, announced)
+                        await report(size, announced, _progress_line(label, size, announced))
                 await out.flush()
                 await anyio.to_thread.run_sync(os.fsync, out.wrapped.fileno())
         if announced is not None and size != announced:
             raise DownloadError(f"The transfer ended after {size} of {announced} bytes; try again.")
         await anyio.to_thread.run_sync(_place, partial, target, overwrite)
-        if progress is not None:
-            await progress(size, announced)
+        if report is not None:
+            await report(size, announced, _progress_line(label, size, announced))
     except httpx.HTTPError as exc:
         raise DownloadError(f"The download broke off ({type(exc).__name__}) after {size} bytes; try again.") from None
     except OSError as exc:
@@ -362,6 +363,10 @@ def _place(partial: Path, target: Path, overwrite: bool) -> None:
         os.link(partial, target)  # atomic, and fails if someone created the target meanwhile
     except FileExistsError:
         raise DownloadError(f"{target} appeared while downloading; pass overwrite=true to replace it.") from None
+
+
+def _progress_line(label: str, done: int, total: int | None) -> str:
+    return f"{label}: {human_size(done)} of {human_size(total)}" if total else f"{label}: {human_size(done)}"
 
 
 def human_size(size: float) -> str:

@@ -41,7 +41,7 @@ from luma_mcp.results import TaskList, TaskResult, get_task_call, list_text, tas
 from luma_mcp.schema import compact_schema
 from luma_mcp.service import OPERATOR, ListedTask, SavedVideo, VideoService, tenant_of
 from luma_mcp.urls import UnsafeUrl, check_caller_url, normalize_host
-from luma_mcp.waiting import PollSchedule, RecentReads
+from luma_mcp.waiting import PollSchedule, RecentReads, Report
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -326,12 +326,13 @@ def create_server(
         """Save a finished task's MP4 (result URLs expire) into the download folder."""
         service = _service(ctx)
 
-        async def report(done: float, total: float | None, message: str) -> None:
-            await ctx.report_progress(done, total, message)
-
         saved: SavedVideo = await _call(
             service.download(
-                task_id, filename=filename, include_thumbnail=include_thumbnail, overwrite=overwrite, report=report
+                task_id,
+                filename=filename,
+                include_thumbnail=include_thumbnail,
+                overwrite=overwrite,
+                report=_reporter(ctx),
             )
         )
         text = f"Saved {saved.path} ({human_size(saved.size_bytes)}, sha256 {saved.sha256[:16]}...)."
@@ -426,9 +427,12 @@ def _service(ctx: Context[AppState]) -> VideoService:
     return ctx.request_context.lifespan_context.service()
 
 
-def _reporter(ctx: Context[AppState], total: float) -> Any:
-    async def report(progress: float, _total: float | None, message: str) -> None:
-        await ctx.report_progress(progress, total or None, message)
+def _reporter(ctx: Context[AppState], total: float | None = None) -> Report:
+    """This call's progress notifications. `total`, when given, is the wait's length in
+    seconds, which the submit's first line (sent before any wait) does not know itself."""
+
+    async def report(progress: float, own_total: float | None, message: str) -> None:
+        await ctx.report_progress(progress, (total if total is not None else own_total) or None, message)
 
     return report
 

@@ -13,7 +13,7 @@ import hashlib
 import logging
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -33,11 +33,10 @@ from luma_mcp.ledger import (
 )
 from luma_mcp.models import Accepted, SubmitState, TaskStatus, VideoRequest
 from luma_mcp.results import TaskResult, from_record
-from luma_mcp.waiting import PollSchedule, RecentReads, wait_for_tasks
+from luma_mcp.waiting import PollSchedule, RecentReads, Report, wait_for_tasks
 
 log = logging.getLogger(__name__)
 
-Report = Callable[[float, float | None, str], Awaitable[None]]
 MB = 1024 * 1024
 OPERATOR = ""  # the tenant of everything done with the server's own token
 # Writing an accepted task id: a few quick tries (a busy or briefly failing store), well inside
@@ -205,7 +204,10 @@ class VideoService:
 
     async def _settled(self, entry: LedgerEntry) -> LedgerEntry:
         """An identical submit is in flight (perhaps in another process): wait for its answer
-        rather than fail, but no longer than that submit can still take."""
+        rather than fail, but no longer than that submit can still take.
+
+        Not `wait_for_tasks`, the one loop that waits on videos: this watches our own ledger
+        row for the seconds a submit takes, so it looks every 0.1 s and asks the API nothing."""
         latest: LedgerEntry | None = entry
         remaining = entry.created_at + self.ledger.stale_after - time.time()
         with anyio.move_on_after(min(remaining, self.settings.request_timeout + 5)):
@@ -272,15 +274,12 @@ class VideoService:
     async def wait(
         self, results: dict[str, TaskResult], wait_seconds: float, report: Report, age: float = 0.0
     ) -> dict[str, TaskResult]:
-        async def progress(value: float, total: float, message: str) -> None:
-            await report(value, total, message)
-
         return await wait_for_tasks(
             self.fetch,
             results,
             budget=wait_seconds,
             schedule=self.schedule,
-            report=progress,
+            report=report,
             age=age,
             stop=self.stopping,
         )
@@ -377,12 +376,6 @@ class VideoService:
         video_target = download.safe_target(folder, stem, ".mp4")
         thumb_target = download.safe_target(folder, stem.removesuffix(".mp4"), ".jpg") if include_thumbnail else None
 
-        async def progress(done: int, total: int | None) -> None:
-            size = (
-                f"{download.human_size(done)} of {download.human_size(total)}" if total else download.human_size(done)
-            )
-            await report(done, total, f"Downloading task {task_id}: {size}")
-
         async def save(url: str, target: Path, accept: tuple[str, ...], files: int) -> download.SavedFile:
             max_bytes, hint = self._download_cap(folder, target, overwrite, files)
             return await download.save(
@@ -395,7 +388,8 @@ class VideoService:
                 api_base_url=settings.api_base_url,
                 reserve_bytes=int(settings.download_reserve_mb * MB),
                 cap_hint=hint,
-                progress=progress if accept[0] == "video/" else None,
+                report=report if accept[0] == "video/" else None,
+                label=f"Downloading task {task_id}",
             )
 
         async with (
