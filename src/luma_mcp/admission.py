@@ -9,6 +9,10 @@ What this module guarantees, for the app `http_app.create_http_app` builds:
   and refused tokens are kept apart, so a flood of junk cannot evict a real user's verdict.
 - Unknown tokens are checked at a bounded rate, per client address and overall (token
   buckets); beyond it the answer is 429 with `Retry-After` (not 401: the token may be fine).
+  Networks (/24, IPv6 /48) that sent a refused token lately share a small budget of their
+  own, so a flood of junk from many addresses cannot spend the checks a new real user needs;
+  and an accepted token stays trusted while it is in use, so a flood never cuts off a user
+  who is already in (each of their calls still goes upstream with the token).
   Concurrent requests with the same unknown token share one upstream read. When the API
   cannot say (unreachable, 5xx), the answer is 503 with `Retry-After` and nothing is cached.
 - Sessions: at most `max_sessions` open in all and `max_sessions_per_tenant` per principal
@@ -45,6 +49,8 @@ MAX_TOKEN_LENGTH = 512
 REFUSED_CACHE_SECONDS = 60.0  # a refused token may be fixed (balance topped up): ask again soon
 MAX_TRACKED_ADDRESSES = 10_000
 BURST_SECONDS = 4.0  # a bucket holds this many seconds' worth of checks
+SUSPECT_CHECKS_PER_SECOND = 1.0  # all networks that sent a refused token lately, together
+SUSPECT_SECONDS = 600.0  # how long a network stays one that sent a refused token
 CONSOLE_URL = "https://platform.acedata.cloud"
 
 _K = TypeVar("_K")
@@ -115,11 +121,19 @@ class CheckBudget:
 
     def __init__(self, per_second: float, per_address_per_second: float) -> None:
         self._overall = TokenBucket(per_second, max(1.0, per_second * BURST_SECONDS))
+        rate = min(per_second, SUSPECT_CHECKS_PER_SECOND)
+        self._suspect = TokenBucket(rate, max(1.0, rate * BURST_SECONDS))
+        self._suspects: TtlCache[str, bool] = TtlCache(MAX_TRACKED_ADDRESSES, SUSPECT_SECONDS)
         self._per_address_rate = per_address_per_second
         self._addresses: OrderedDict[str, TokenBucket] = OrderedDict()
 
-    def take(self, address: str) -> float:
-        """Spend one check for `address` and return 0, or return the seconds to wait (nothing spent)."""
+    def suspect(self, network: str) -> None:
+        """`network` sent a refused token: its checks now come from the suspects' budget."""
+        self._suspects.put(network, True, time.monotonic())
+
+    def take(self, address: str, network: str) -> float:
+        """Spend one check for `address` (in `network`) and return 0, or return the seconds to
+        wait (nothing spent)."""
         now = time.monotonic()
         bucket = self._addresses.get(address)
         if bucket is None:
@@ -129,12 +143,13 @@ class CheckBudget:
             while len(self._addresses) > MAX_TRACKED_ADDRESSES:
                 self._addresses.popitem(last=False)
         self._addresses.move_to_end(address)
+        shared = self._suspect if self._suspects.get(network, now) else self._overall
         bucket.refill(now)
-        self._overall.refill(now)
-        wait = max(bucket.wait(), self._overall.wait())
+        shared.refill(now)
+        wait = max(bucket.wait(), shared.wait())
         if wait == 0:
             bucket.tokens -= 1
-            self._overall.tokens -= 1
+            shared.tokens -= 1
         return wait
 
 
@@ -176,26 +191,37 @@ class TokenChecker:
 
     def accepted(self, token: str) -> bool:
         """Whether the API accepted this token recently (what the token verifier asks)."""
-        return self._accepted.get(token_digest(token), time.monotonic()) is not None
+        return self._in_use(token_digest(token)) is not None
 
-    def _cached(self, digest: bytes) -> Verdict | None:
+    def _in_use(self, digest: bytes) -> Verdict | None:
+        """An accepted verdict, kept for another cache period from now: a token in use stays
+        trusted (the API still sees it on every call this server makes for it)."""
         now = time.monotonic()
-        return self._accepted.get(digest, now) or self._refused.get(digest, now)
+        verdict = self._accepted.get(digest, now)
+        if verdict is not None:
+            self._accepted.put(digest, verdict, now)
+        return verdict
 
     async def check(self, token: str, address: str) -> Verdict | Unsure:
+        """The verdict on `token`, sent from the client `address`."""
         digest = token_digest(token)
-        known = self._cached(digest)
-        if known is not None:
-            return known
-        pending = self._pending.get(digest)
-        if pending is None:
-            wait = self._budget.take(address)
-            if wait:
-                return Unsure(429, wait, "Too many new tokens to check right now: try again after Retry-After.")
-            # Its own task, so a caller that hangs up does not cancel the read others wait on.
-            pending = self._pending[digest] = asyncio.get_running_loop().create_task(self._ask(digest, token))
-            pending.add_done_callback(lambda _: self._pending.pop(digest, None))
-        return await asyncio.shield(pending)
+        known = self._in_use(digest) or self._refused.get(digest, time.monotonic())
+        if known is None:
+            pending = self._pending.get(digest)
+            if pending is None:
+                wait = self._budget.take(client_key(address), network_key(address))
+                if wait:
+                    return Unsure(429, wait, "Too many new tokens to check right now: try again after Retry-After.")
+                # Its own task, so a caller that hangs up does not cancel the read others wait on.
+                pending = self._pending[digest] = asyncio.get_running_loop().create_task(self._ask(digest, token))
+                pending.add_done_callback(lambda _: self._pending.pop(digest, None))
+            outcome = await asyncio.shield(pending)
+            if isinstance(outcome, Unsure):
+                return outcome
+            known = outcome
+        if known.refusal is not None:
+            self._budget.suspect(network_key(address))
+        return known
 
     async def _ask(self, digest: bytes, token: str) -> Verdict | Unsure:
         try:
@@ -317,6 +343,19 @@ class SessionCaps:
         return self.unused_seconds  # by then abandoned sessions have made room
 
 
+def network_key(address: str) -> str:
+    """The network a client address belongs to, for telling apart where refused tokens came
+    from: its /24, or for IPv6 its /48 (what one site is usually given)."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    prefix = 48 if isinstance(ip, ipaddress.IPv6Address) else 24
+    return str(ipaddress.ip_network((ip, prefix), strict=False))
+
+
 def client_key(address: str) -> str:
     """Whose budget a client address spends: the address, or for IPv6 its /64 (one host's
     share: a single machine can use any address of its /64)."""
@@ -396,7 +435,7 @@ class AdmissionMiddleware:
             return
         if token is not None and self.checker is not None:
             client = scope.get("client")
-            outcome = await self.checker.check(token, client_key(client[0]) if client else "")
+            outcome = await self.checker.check(token, client[0] if client else "")
             if isinstance(outcome, Unsure):
                 retry = _retry_after(outcome.retry_after)
                 await _send_json(send, outcome.status, _jsonrpc_error(outcome.message), retry)

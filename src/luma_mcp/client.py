@@ -212,7 +212,9 @@ class LumaClient:
         try:
             await self._post(TASKS_PATH, RetrieveRequest(id=TOKEN_CHECK_ID).to_body())
         except LumaError as exc:
-            if isinstance(exc, LumaAuthError | LumaBalanceError) or exc.status_code in (401, 403):
+            # A refusal of the token says so: a 401, or an error code of the token or balance
+            # family. A bare 403 (a proxy's or firewall's page) says nothing about the token.
+            if isinstance(exc, LumaAuthError | LumaBalanceError) and (exc.status_code == 401 or exc.code):
                 return exc
             raise
         return None

@@ -76,6 +76,7 @@ class Fault:
     after_processing: bool = False  # handle the request first, then fail the answer
     location: str = ""  # for "redirect"
     size: int = 0  # for "large_video"
+    status: int = 502  # for "html": the status of the error page (a proxy's 403, say)
 
 
 @dataclass
@@ -300,7 +301,7 @@ class Simulator:
         elif kind == "html":
             response = Response(
                 b"<html><head><title>502 Bad Gateway</title></head><body><h1>502 Bad Gateway</h1></body></html>",
-                status_code=502,
+                status_code=fault.status,
                 media_type="text/html",
             )
         elif kind == "429":
