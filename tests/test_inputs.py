@@ -186,6 +186,16 @@ def test_a_missing_or_unreadable_keys_file_is_a_clean_configuration_error(
     assert "is not UTF-8 text" in err
 
 
+def test_an_unusable_ledger_url_stops_the_start_without_quoting_it(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    err = start(monkeypatch, tmp_path, capsys, LUMA_LEDGER_URL="mysql://root:pw-canary-91@db.example/luma")
+    assert "must be a postgresql:// URL" in err and "pw-canary" not in err
+    # A password holding "/" unencoded: the driver would read its start as host and port.
+    err = start(monkeypatch, tmp_path, capsys, LUMA_LEDGER_URL="postgresql://luma:Xy7/Qz9+canary@db.example/luma")
+    assert "port is not a number" in err and "Xy7" not in err and "canary" not in err
+
+
 def test_a_byte_order_mark_does_not_disable_the_first_key(tmp_path: Path) -> None:
     keys_file = tmp_path / "keys"
     keys_file.write_bytes("\ufeffkey-one\r\n# a comment\nkey-two\n".encode())

@@ -14,6 +14,7 @@ from pydantic import SecretStr, ValidationError
 
 from luma_mcp import __version__
 from luma_mcp.config import TOKEN_ENV, Settings, SettingsError
+from luma_mcp.ledger import ledger_url_problem
 from luma_mcp.server import create_server
 from luma_mcp.stdio import run_stdio
 
@@ -67,6 +68,9 @@ def main(argv: list[str] | None = None) -> None:
         # stdout is the protocol's: every word for people goes to stderr.
         print(f"luma-mcp: invalid configuration:\n{configuration_problems(exc)}", file=sys.stderr)
         raise SystemExit(2) from None
+    if problem := ledger_url_problem(settings):
+        print(f"luma-mcp: invalid configuration:\n{problem}", file=sys.stderr)
+        raise SystemExit(2)
     logging.basicConfig(
         level=settings.log_level,
         stream=sys.stderr,

@@ -722,19 +722,29 @@ def _sqlite_failure(message: str) -> tuple[str, str]:
     return "SQLite reports an error", "check the file"
 
 
+def ledger_url_problem(settings: Settings) -> str | None:
+    """Why LUMA_LEDGER_URL cannot be used, in a sentence that quotes none of it (a mistyped URL
+    can still hold a password); None when it is unset or usable. `luma-mcp` checks it at start."""
+    if settings.ledger_url is None:
+        return None
+    url = settings.ledger_url.get_secret_value()
+    if not url.startswith(("postgresql://", "postgres://")):
+        return (
+            "LUMA_LEDGER_URL must be a postgresql:// URL, like postgresql://user:password@host:5432/dbname; "
+            "for SQLite set LUMA_LEDGER_PATH instead."
+        )
+    if problem := conninfo_problem(url):
+        return f"LUMA_LEDGER_URL ({redact_conninfo(url)}) is not usable: {problem}."
+    return None
+
+
 def open_ledger(settings: Settings) -> Ledger:
     """PostgreSQL when LUMA_LEDGER_URL is set, else the SQLite file at LUMA_LEDGER_PATH."""
     stale_after = sending_expiry(settings.request_timeout, settings.retry_max_seconds)
+    if problem := ledger_url_problem(settings):
+        raise LedgerError(problem)
     if settings.ledger_url is not None:
-        url = settings.ledger_url.get_secret_value()
-        if not url.startswith(("postgresql://", "postgres://")):
-            raise LedgerError(  # quoting none of it: a mistyped URL can still hold a password
-                "LUMA_LEDGER_URL must be a postgresql:// URL, like postgresql://user:password@host:5432/dbname; "
-                "for SQLite set LUMA_LEDGER_PATH instead."
-            )
-        if problem := conninfo_problem(url):
-            raise LedgerError(f"LUMA_LEDGER_URL ({redact_conninfo(url)}) is not usable: {problem}.")
-        return PostgresLedger(url, stale_after=stale_after)
+        return PostgresLedger(settings.ledger_url.get_secret_value(), stale_after=stale_after)
     return SQLiteLedger(settings.ledger_path, stale_after=stale_after)
 
 

@@ -19,6 +19,7 @@ SHOWN_PARAMETERS = ("host", "hostaddr", "port", "dbname")
 # Host names, addresses, ports and database names: nothing that could be a stray secret or URL.
 # (Patterns, not compiled at import: the stdio server's start must not pay for them.)
 _PLAIN = r"[A-Za-z0-9_.,:\[\]$-]{1,253}"
+_PORTS = r"[0-9]{1,5}(,[0-9]{1,5})*"  # a port is digits: anything else is a misread password
 _KEY_VALUE = r"""(\w+)\s*=\s*('(?:[^'\\]|\\.)*'|\S+)"""
 HIDDEN = "?"
 
@@ -30,6 +31,8 @@ def redact_conninfo(conninfo: str) -> str:
         parameters = _parsed_conservatively(conninfo)
     shown = {name: value for name, value in parameters.items() if name in SHOWN_PARAMETERS and value}
     plain = {name: value if re.fullmatch(_PLAIN, value) else HIDDEN for name, value in shown.items()}
+    if "port" in plain and not re.fullmatch(_PORTS, plain["port"]):
+        plain["port"] = HIDDEN
     host = plain.get("host") or plain.get("hostaddr") or ""
     port = f":{plain['port']}" if "port" in plain else ""
     return f"postgresql://{host}{port}/{plain.get('dbname', '')}"
@@ -41,13 +44,17 @@ def conninfo_problem(conninfo: str) -> str | None:
         from psycopg.conninfo import conninfo_to_dict
     except ImportError:
         return None
+    advice = (
+        "check the URL's form, that the port is a number, and that special characters in the user or "
+        "password are percent-encoded (% as %25, @ as %40, / as %2F)"
+    )
     try:
-        conninfo_to_dict(conninfo)
+        port = str(conninfo_to_dict(conninfo).get("port") or "")
     except Exception:  # psycopg.ProgrammingError, whose text may quote the password
-        return (
-            "psycopg cannot parse it: check the URL's form, that the port is a number, and that special "
-            "characters in the user or password are percent-encoded (% as %25, @ as %40, / as %2F)"
-        )
+        return f"psycopg cannot parse it: {advice}"
+    if port and not re.fullmatch(_PORTS, port):
+        # e.g. a password holding "/" read as host and port: part of the password would be shown
+        return f"its port is not a number, so it was misread: {advice}"
     return None
 
 
