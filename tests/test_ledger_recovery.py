@@ -403,3 +403,71 @@ async def test_list_tasks_survives_a_row_with_bad_json(mcp_client: Client, priva
         listed = await mcp_client.call_tool("list_tasks", {})
         assert not listed.is_error, text_of(listed)
         assert [row["task_id"] for row in listed.structured_content["tasks"]] == [task_id]  # type: ignore[index]
+
+
+class BreakingLedger(SQLiteLedger):
+    """A real SQLite ledger whose store starts failing when told: every transaction then meets
+    the error SQLite gives for a failing disk ("disk I/O error"), through the ledger's own
+    error handling. (A real I/O failure cannot be made on demand without privileges.)"""
+
+    broken = False
+
+    async def _transaction(self, work: Any, *, write: bool) -> Any:
+        if self.broken:
+            raise sqlite3.OperationalError("disk I/O error")
+        return await super()._transaction(work, write=write)
+
+
+async def test_a_store_that_fails_after_the_submit_still_lets_get_task_answer(
+    sim_server: SimulatorServer, luma: LumaClient, tmp_path: Path
+) -> None:
+    ledger = BreakingLedger(tmp_path / "breaking.sqlite3")
+    service = service_for(make_settings(sim_server.url), ledger, luma)
+    request = GenerateRequest(prompt="x")
+    submitted = await service.submit(request, idempotency_key=None, new_take=False, report=no_report)
+    ledger.broken = True
+    results = await service.fetch([submitted.task_id])  # from the API: it knows the task
+    assert results[submitted.task_id].task_id == submitted.task_id
+    ledger.close()
+
+
+async def test_an_identical_retry_of_a_refused_submit_is_told_at_once_even_if_its_row_stays(
+    sim_server: SimulatorServer, luma: LumaClient, tmp_path: Path
+) -> None:
+    """The API refused the submit (429) and the ledger could not delete its reservation: the
+    identical retry hears the refusal now, not after waiting out the row's cut-off."""
+    ledger = BreakingLedger(tmp_path / "breaking.sqlite3")
+    service = service_for(make_settings(sim_server.url), ledger, luma)
+    sim_server.simulator.inject("429", "/luma/videos")
+    original_forget = ledger.forget
+
+    async def forget_on_a_failing_store(row_id: int, reason: str) -> None:
+        ledger.broken = True
+        try:
+            await original_forget(row_id, reason)
+        finally:
+            ledger.broken = False
+
+    ledger.forget = forget_on_a_failing_store  # type: ignore[method-assign]
+    with pytest.raises(LumaError):
+        await service.submit(GenerateRequest(prompt="x"), idempotency_key=None, new_take=False, report=no_report)
+    started = time.monotonic()
+    with pytest.raises(ServiceError, match="refused"):
+        await service.submit(GenerateRequest(prompt="x"), idempotency_key=None, new_take=False, report=no_report)
+    assert time.monotonic() - started < 3
+    assert sim_server.simulator.count("/luma/videos") == 1  # nothing was sent again
+    ledger.close()
+
+
+async def test_a_row_with_an_unreadable_time_does_not_break_list_tasks(
+    mcp_client: Client, private_folders: Path
+) -> None:
+    for prompt in ("first", "second", "third"):
+        await mcp_client.call_tool("generate_video", {"prompt": prompt, "wait_seconds": 0})
+    with sqlite3.connect(private_folders / "ledger.sqlite3") as db:
+        db.execute("UPDATE tasks SET created_at = 'yesterday' WHERE params LIKE '%first%'")
+        db.execute("UPDATE tasks SET created_at = 1e300 WHERE params LIKE '%second%'")
+    for _ in range(2):
+        listed = await mcp_client.call_tool("list_tasks", {})
+        assert not listed.is_error, text_of(listed)
+        assert len(listed.structured_content["tasks"]) == 3

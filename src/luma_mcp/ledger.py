@@ -232,13 +232,15 @@ class Ledger:
         loaded: object = readable(lambda: json.loads(row["params"]), {})
         params: dict[str, Any] = loaded if isinstance(loaded, dict) else {}
         result = readable(lambda: TaskResult.model_validate_json(row["result"]) if row["result"] else None, None)
+        created_at = readable(lambda: _moment(row["created_at"]), 0.0)
+        updated_at = readable(lambda: _moment(row["updated_at"]), created_at)
         if problems:
             self._log_bad_row(row_id, problems[0])
         held = self._unwritten.get(row_id)
         if held is not None and task_id is None:
             task_id, result = held
             state = SubmitState.ACCEPTED
-        if state is SubmitState.SENDING and row["created_at"] < time.time() - self.stale_after:
+        if state is SubmitState.SENDING and created_at < time.time() - self.stale_after:
             state, error = SubmitState.LOST, _STALE_ERROR
         return LedgerEntry(
             row_id=row_id,
@@ -250,8 +252,8 @@ class Ledger:
             result=result,
             error=error,
             idempotency_key=row["idempotency_key"],
-            created_at=row["created_at"],
-            updated_at=row["updated_at"],
+            created_at=created_at,
+            updated_at=updated_at,
         )
 
     def _log_once(self, message: str) -> None:
@@ -720,6 +722,17 @@ def _sqlite_failure(message: str) -> tuple[str, str]:
     if "unable to open" in message:
         return "it cannot be opened (a folder, or a place this user cannot write)", "point it at a writable file"
     return "SQLite reports an error", "check the file"
+
+
+def _moment(value: Any) -> float:
+    """A stored timestamp, if it is one a date can be made of (years 1970 to 9999)."""
+    try:
+        moment = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"not a timestamp: {type(value).__name__}") from None
+    if not 0 <= moment < 253402300800:  # NaN fails too
+        raise ValueError("a timestamp out of range")
+    return moment
 
 
 def ledger_url_problem(settings: Settings) -> str | None:

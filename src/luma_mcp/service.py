@@ -123,7 +123,7 @@ class VideoService:
         )
         entry = reservation.entry
         if reservation.reused:
-            if entry.state is SubmitState.SENDING:
+            if entry.state is SubmitState.SENDING or self.ledger.refusal(entry.row_id) is not None:
                 entry = await self._settled(entry)
             return self._reused(entry, by_key=idempotency_key is not None)
         # Shielded: once the request may be on its way, see it through to the ledger.
@@ -210,12 +210,13 @@ class VideoService:
         row for the seconds a submit takes, so it looks every 0.1 s and asks the API nothing."""
         latest: LedgerEntry | None = entry
         remaining = entry.created_at + self.ledger.stale_after - time.time()
+        refused = self.ledger.refusal  # known here at once when this process sent it
         with anyio.move_on_after(min(remaining, self.settings.request_timeout + 5)):
-            while latest is not None and latest.state is SubmitState.SENDING:
+            while latest is not None and latest.state is SubmitState.SENDING and refused(entry.row_id) is None:
                 await anyio.sleep(0.1)
                 latest = await self.ledger.entry(entry.row_id)
-        if latest is None:  # forgotten: nothing billable was sent
-            why = self.ledger.refusal(entry.row_id) or "nothing was sent or charged"
+        if latest is None or refused(entry.row_id) is not None:  # nothing billable was sent
+            why = refused(entry.row_id) or "nothing was sent or charged"
             raise ServiceError(f"An identical request sent just before this one was refused: {why}")
         if latest.state is SubmitState.REFUSED:  # a row written by an older luma-mcp
             raise ServiceError(f"An identical request sent just before this one was refused: {latest.error}")
@@ -245,7 +246,11 @@ class VideoService:
         ago from memory, the rest with one upstream request (a batch for several). `known`:
         these tasks' ledger rows, when the caller has just read them."""
         if known is None:
-            known = await self.ledger.find(self.tenant, task_ids)
+            try:
+                known = await self.ledger.find(self.tenant, task_ids)
+            except LedgerUnavailable as exc:  # the API still knows every task (and whose it is)
+                log.debug("answering from the API alone: %s", exc)  # the ledger logs each failure once
+                known = {}
         results = {i: e.result for i, e in known.items() if e.result is not None and e.finished}
         results |= self.reads.fresh(self.tenant, [i for i in task_ids if i not in results])
         missing = [i for i in task_ids if i not in results]
