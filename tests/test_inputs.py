@@ -105,9 +105,24 @@ def test_public_urls_pass(url: str) -> None:
 
 
 def test_the_api_host_is_allowed_even_on_loopback() -> None:
-    check_caller_url("video_url", "http://127.0.0.1:8123/media/v.mp4", allowed_hosts={"127.0.0.1"})
+    check_caller_url("video_url", "http://127.0.0.1:8123/media/v.mp4", allowed_origins={("127.0.0.1", 8123)})
     with pytest.raises(UnsafeUrl, match="cannot reach"):
-        check_caller_url("video_url", "http://127.0.0.2:8123/media/v.mp4", allowed_hosts={"127.0.0.1"})
+        check_caller_url("video_url", "http://127.0.0.2:8123/media/v.mp4", allowed_origins={("127.0.0.1", 8123)})
+    with pytest.raises(UnsafeUrl, match="cannot reach"):  # the API's host, but another service on it
+        check_caller_url("video_url", "http://127.0.0.1:1/x.png", allowed_origins={("127.0.0.1", 8123)})
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1%00.example.com/a.png",  # a decoded host that stops at the NUL is loopback
+        "http://example.com%2f@127.0.0.1/a.png",
+        "http://[v1.fe80::a+en1]/a.png",  # brackets that hold no IPv6 address
+    ],
+)
+def test_hosts_that_hide_something_are_refused(url: str) -> None:
+    with pytest.raises(UnsafeUrl):
+        check_caller_url("start_image_url", url)
 
 
 @pytest.mark.parametrize(

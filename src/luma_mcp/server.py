@@ -17,7 +17,6 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any, TypeVar
-from urllib.parse import urlsplit
 
 from mcp.server import MCPServer
 from mcp.server.auth.middleware.auth_context import get_access_token
@@ -40,7 +39,7 @@ from luma_mcp.prompts import video_prompt as video_prompt_text
 from luma_mcp.results import TaskList, TaskResult, get_task_call, list_text, task_text, with_next_call
 from luma_mcp.schema import compact_schema
 from luma_mcp.service import OPERATOR, ListedTask, SavedVideo, VideoService, tenant_of
-from luma_mcp.urls import UnsafeUrl, check_caller_url, normalize_host
+from luma_mcp.urls import UnsafeUrl, check_caller_url, origin
 from luma_mcp.waiting import PollSchedule, RecentReads, Report
 
 T = TypeVar("T")
@@ -448,12 +447,12 @@ async def _call(awaitable: Awaitable[T]) -> T:
 def _check_public(settings: Settings, **urls: str | None) -> None:
     """The provider downloads these URLs itself: a loopback or private address cannot work
     (except the API's own host, which is where a simulator serves its media)."""
-    api_host = normalize_host(urlsplit(settings.api_base_url).hostname or "")
+    api = origin(settings.api_base_url)
     for name, url in urls.items():
         if url is None:
             continue
         try:
-            check_caller_url(name, url, allowed_hosts={api_host})
+            check_caller_url(name, url, allowed_origins={api})
         except UnsafeUrl as exc:
             raise ToolError(str(exc)) from None
 

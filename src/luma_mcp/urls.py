@@ -37,6 +37,7 @@ LOCAL_SUFFIXES = (".localhost", ".local", ".internal", ".lan", ".home.arpa", ".l
 _IDNA_DOTS = str.maketrans({"\u3002": ".", "\uff0e": ".", "\uff61": "."})
 _NAT64 = (ipaddress.IPv6Network("64:ff9b::/96"), ipaddress.IPv6Network("64:ff9b:1::/48"))
 _IPV4_COMPATIBLE = ipaddress.IPv6Network("::/96")
+_DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
 class UnsafeUrl(ValueError):
@@ -92,11 +93,17 @@ def is_local_name(name: str) -> bool:
     return name in LOCAL_NAMES or name.endswith(LOCAL_SUFFIXES) or "." not in name
 
 
-def check_caller_url(name: str, url: str, *, allowed_hosts: Collection[str] = ()) -> None:
+def origin(url: str) -> tuple[str, int | None]:
+    """A URL's (normalised host, port): what `allowed_origins` lists. Raises ValueError if it does not parse."""
+    parts = urlsplit(url)
+    return normalize_host(parts.hostname or ""), parts.port or _DEFAULT_PORTS.get(parts.scheme)
+
+
+def check_caller_url(name: str, url: str, *, allowed_origins: Collection[tuple[str, int | None]] = ()) -> None:
     """Raise `UnsafeUrl` unless `url` is a public http(s) URL the provider can fetch.
 
-    `name` is the argument's name (for the message); a host in `allowed_hosts` (already
-    normalised, e.g. the API's own host) is accepted whatever its address.
+    `name` is the argument's name (for the message); a URL whose `origin` is in
+    `allowed_origins` (the API's own host and port) is accepted whatever its address.
     """
     text = url.strip()
     refused = f"{name} must be a full public http(s) URL, like {EXAMPLE_URL}"
@@ -117,9 +124,15 @@ def check_caller_url(name: str, url: str, *, allowed_hosts: Collection[str] = ()
     if parts.scheme not in ("http", "https") or not host:
         raise UnsafeUrl(f"{refused}.")
     normal = normalize_host(host) if ":" not in host else host
-    if normal in allowed_hosts:
+    if origin(text) in allowed_origins:
         return
+    hidden = (c.isspace() or unicodedata.category(c) in ("Cc", "Cf", "Cs") or c in "%@/\\" for c in normal)
+    if ":" not in host and any(hidden):  # (an IPv6 host's % is its zone id, read below)
+        # e.g. "127.0.0.1%00.example.com": a fetcher that decodes the host may stop at the NUL
+        raise UnsafeUrl(f"{refused}; this one has an encoded control or reserved character in its host.")
     address = literal_address(host)
+    if address is None and "[" in parts.netloc:  # brackets hold an IPv6 address, nothing else
+        raise UnsafeUrl(f"{refused}; [{host}] is not an IPv6 address.")
     if address is not None:
         refuse = not is_public_address(address)
         shown = host if str(address) == host else f"{host} ({address})"
