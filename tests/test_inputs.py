@@ -211,6 +211,15 @@ def test_an_unusable_ledger_url_stops_the_start_without_quoting_it(
     assert "port is not a number" in err and "Xy7" not in err and "canary" not in err
 
 
+def test_a_keys_file_without_keys_says_so(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    keys_file = tmp_path / "keys"
+    keys_file.write_text("# keys go here\n\n", encoding="utf-8")
+    err = start(monkeypatch, tmp_path, capsys, LUMA_MCP_API_KEYS_FILE=str(keys_file))
+    assert "LUMA_MCP_API_KEYS_FILE is set but holds no access key" in err
+
+
 def test_a_byte_order_mark_does_not_disable_the_first_key(tmp_path: Path) -> None:
     keys_file = tmp_path / "keys"
     keys_file.write_bytes("\ufeffkey-one\r\n# a comment\nkey-two\n".encode())

@@ -144,6 +144,12 @@ class Settings(BaseSettings):
                     f"The access key at {source} has a space, control or non-ASCII character, so no client "
                     "could ever send it as a bearer token: use letters, digits and punctuation only."
                 )
+        if not keys and (self.api_keys is not None or self.api_keys_file is not None):
+            where = "LUMA_MCP_API_KEYS_FILE" if self.api_keys_file is not None else "LUMA_MCP_API_KEYS"
+            raise SettingsError(
+                f"{where} is set but holds no access key (only blanks or # comments): add one key per line, "
+                "or unset it to serve loopback only."
+            )
         return [key for _, key in keys]
 
     @property
