@@ -14,6 +14,7 @@ import select
 import socket
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import pytest
@@ -28,7 +29,7 @@ from luma_mcp.http_limits import (
 )
 from luma_mcp.simulator import SimulatorServer
 
-from .test_http import INITIALIZE, KEY, MCP_HEADERS, TOKEN_A, HttpServer, http_env
+from .test_http import INITIALIZE, KEY, MCP_HEADERS, TOKEN_A, HttpServer, http_env, open_session
 
 # The reviewers' `ulimit -n` (soft and hard: raising it at start cannot help), where the
 # server cannot hold a thousand; and one with room to hold the default 1000.
@@ -239,6 +240,7 @@ def wait_closed(sock: socket.socket, seconds: float) -> bool:
 
 
 def test_at_the_connection_limit_a_slow_client_makes_room_and_busy_requests_stay(sim_server: SimulatorServer) -> None:
+    sim_server.simulator.processing_seconds = 60
     env = http_env(
         sim_server,
         ACEDATACLOUD_API_TOKEN=TOKEN_A,
@@ -248,22 +250,34 @@ def test_at_the_connection_limit_a_slow_client_makes_room_and_busy_requests_stay
     )
     server = HttpServer(env).wait_ready()
     clients = Connections(server.port)
+    answering: list[tuple[httpx.Client, Any]] = []
     try:
         slow_head = clients.open(HALF_SENT[0])
-        busy = [clients.open(SLOW_BODY) for _ in range(15)]
-        time.sleep(0.5)  # all sixteen are counted, and the fifteen calls are waiting for their bodies
-        newcomer = clients.open(HEALTH)
-        assert newcomer.recv(4096).startswith(b"HTTP/1.1 200")  # room was made for it...
-        assert wait_closed(slow_head, 3)  # ...by closing the connection that sent no whole head
-        newcomer.close()
-        busy.append(clients.open(SLOW_BODY))
+        # Authenticated calls whose bodies never finish: they have not made a request yet either.
+        slow_bodies = [clients.open(SLOW_BODY) for _ in range(15)]
+        time.sleep(0.5)  # all sixteen are counted
+        for i in range(16):  # each newcomer is served (and stays): room is made by the longest waiting
+            newcomer = clients.open(HEALTH)
+            assert newcomer.recv(4096).startswith(b"HTTP/1.1 200"), i
+        assert wait_closed(slow_head, 3) and all(wait_closed(sock, 3) for sock in slow_bodies)
+        # Sixteen calls being answered (videos waited on): nothing may be closed for a
+        # newcomer, which is told to retry.
+        for _ in range(16):
+            http = httpx.Client(base_url=server.url, headers={**MCP_HEADERS, "Authorization": f"Bearer {KEY}"})
+            open_session(http)
+            call = {"jsonrpc": "2.0", "id": 2, "method": "tools/call"}
+            call["params"] = {"name": "generate_video", "arguments": {"prompt": "busy", "wait_seconds": 30}}
+            stream = http.stream("POST", "/mcp", json=call)
+            stream.__enter__()  # the answer streams until the video is ready: the connection is busy
+            answering.append((http, stream))
         time.sleep(0.5)
-        # Sixteen requests in progress: nothing may be closed for a newcomer, which is told to retry.
         refused = clients.open(b"")
         answer = refused.recv(4096)
         assert answer.startswith(b"HTTP/1.1 503") and b"retry-after: 5" in answer.lower(), answer
-        assert not any(closed_by_server(sock) for sock in busy)
     finally:
+        for http, stream in answering:
+            stream.__exit__(None, None, None)
+            http.close()
         clients.close()
         _, stderr = server.stop()
     assert "All 16 connections are busy" in stderr

@@ -9,7 +9,8 @@ module guarantees:
 
 - open connections never exceed a cap that fits the open-file limit (the soft limit is
   raised to the hard one at start); at the cap, the connection that has waited longest for
-  a request head is closed to make room, so slow clients cannot lock out prompt ones;
+  a whole request (head and body) is closed to make room, so slow clients cannot lock out
+  prompt ones;
 - a connection must send a whole request (head and body) within the read timeout of
   opening or of its previous response, however slowly it trickles bytes;
 - log lines that strangers can cause are rate-limited: a flood leaves a few lines and a
@@ -151,7 +152,9 @@ class ConnectionGuard:
         busy = []
         victim = None
         for connection in self._waiting:
-            if connection.waiting_for_head:
+            # A request whose body is still arriving has not been made yet either: with a
+            # complete head (even an authenticated one) it would otherwise hold its place.
+            if connection.waiting_for_head or connection.body_pending:
                 victim = connection
                 break
             busy.append(connection)
@@ -176,6 +179,12 @@ class GuardedH11Protocol(H11Protocol):
     def waiting_for_head(self) -> bool:
         """No request in progress: at most part of the next one's head has arrived."""
         return self.cycle is self._waiting_after and not self.transport.is_closing()
+
+    @property
+    def body_pending(self) -> bool:
+        """A request has begun but its body is still arriving."""
+        cycle = self.cycle
+        return cycle is not None and cycle.more_body and not cycle.disconnected and not self.transport.is_closing()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)  # type: ignore[arg-type]
@@ -210,8 +219,7 @@ class GuardedH11Protocol(H11Protocol):
         self._read_timer = None
         # A request whose head came in time but whose body is still arriving holds the
         # connection (and the app waiting on it) just as long: it is overdue too.
-        body_pending = self.cycle is not None and self.cycle.more_body and not self.cycle.disconnected
-        if self.waiting_for_head or (body_pending and not self.transport.is_closing()):
+        if self.waiting_for_head or self.body_pending:
             log.debug("closing a connection that sent no whole request in %.0f s", self.guard.read_timeout)
             self.close()
 
