@@ -3,6 +3,7 @@ ledgers on both backends, and the MCP server in memory. Plain helpers are in tes
 
 from __future__ import annotations
 
+import threading
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -32,10 +33,24 @@ def private_folders(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path
 
 
+@pytest.fixture(scope="session")
+def stopping_servers() -> Iterator[list[threading.Thread]]:
+    """Simulators still stopping in the background; the session waits for every one at its end."""
+    stopping: list[threading.Thread] = []
+    yield stopping
+    for thread in stopping:
+        thread.join(timeout=10)
+
+
 @pytest.fixture
-def sim_server() -> Iterator[SimulatorServer]:
-    with SimulatorServer(Simulator(queue_seconds=0.1, processing_seconds=0.3)) as server:
-        yield server
+def sim_server(stopping_servers: list[threading.Thread]) -> Iterator[SimulatorServer]:
+    server = SimulatorServer(Simulator(queue_seconds=0.1, processing_seconds=0.3)).start()
+    yield server
+    # uvicorn takes ~0.2 s to stop (a 0.1 s tick, then a 0.1 s grace sleep): stopping in the
+    # background keeps that out of every test that uses the simulator.
+    stopper = threading.Thread(target=server.stop, name="simulator-stop", daemon=True)
+    stopper.start()
+    stopping_servers.append(stopper)
 
 
 @pytest.fixture
