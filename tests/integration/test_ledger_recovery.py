@@ -14,10 +14,8 @@ from typing import Any
 import anyio
 import pytest
 from mcp import Client
-from pydantic import SecretStr
 
 from luma_mcp.client import LumaClient
-from luma_mcp.config import Settings
 from luma_mcp.errors import LedgerError, LumaError, ServiceError
 from luma_mcp.ledger import (
     Ledger,
@@ -27,11 +25,10 @@ from luma_mcp.ledger import (
 from luma_mcp.models import GenerateRequest, SubmitState, TaskStatus
 from luma_mcp.results import TaskResult
 from luma_mcp.server import create_server
-from luma_mcp.service import VideoService, tenant_of
 from luma_mcp.simulator import SimulatorServer
-from luma_mcp.waiting import RecentReads
 
 from ..helpers.common import DEFAULT_EXPIRY, FAST_SCHEDULE, make_settings, open_store, text_of
+from ..helpers.service import no_report, service_for
 
 pytestmark = pytest.mark.anyio
 
@@ -48,21 +45,6 @@ def raw_sql(store: str, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[An
             return cursor.fetchall() if cursor.description else []
     with sqlite3.connect(store) as db:
         return db.execute(sql, params).fetchall()
-
-
-def service_for(settings: Settings, ledger: Ledger, luma: LumaClient, token: str | None = None) -> VideoService:
-    return VideoService(
-        settings=settings,
-        luma=luma.with_token(SecretStr(token)) if token else luma,
-        ledger=ledger,
-        schedule=FAST_SCHEDULE,
-        reads=RecentReads(FAST_SCHEDULE.min_interval),
-        tenant=tenant_of(token) if token else "",
-    )
-
-
-async def no_report(*_: Any) -> None:
-    pass
 
 
 # --- item 4: a submit that sent nothing billable leaves no row --------------------------------
