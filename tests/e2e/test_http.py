@@ -61,10 +61,10 @@ def test_bad_host_and_bad_origin_are_refused(keyed_server: HttpServer) -> None:
 @pytest.mark.anyio
 async def test_tools_over_http_with_progress(keyed_server: HttpServer, sim: Any) -> None:
     sim.processing_seconds = 2
-    progress: list[str] = []
+    messages: list[str] = []
 
-    async def on_progress(value: float, total: float | None, message: str | None) -> None:
-        progress.append(message or "")
+    async def on_progress(progress: float, total: float | None, message: str | None) -> None:
+        messages.append(message or "")
 
     async with client(keyed_server.url, KEY) as c:
         assert len((await c.list_tools()).tools) == 5
@@ -72,9 +72,9 @@ async def test_tools_over_http_with_progress(keyed_server: HttpServer, sim: Any)
             "generate_video", {"prompt": "Fireflies over a meadow", "wait_seconds": 20}, progress_callback=on_progress
         )
         task = TaskResult.model_validate(result.structured_content)
-        assert task.status == "succeeded" and task.video_url in text_of(result)
-    assert progress[0] == f"Task {task.task_id}: submitted" and progress[-1] == f"Task {task.task_id}: done"
-    assert any("generating for" in m for m in progress)
+        assert task.status == "succeeded" and task.video_url is not None and task.video_url in text_of(result)
+    assert messages[0] == f"Task {task.task_id}: submitted" and messages[-1] == f"Task {task.task_id}: done"
+    assert any("generating for" in m for m in messages)
 
 
 def test_refuses_a_public_address_without_auth(sim_server: SimulatorServer) -> None:
@@ -278,8 +278,8 @@ async def test_over_http_downloads_are_off_and_the_answer_gives_the_url(
     try:
         async with client(server.url) as remote:
             made = await remote.call_tool("generate_video", {"prompt": "Far away", "wait_seconds": 20})
-            video_url = made.structured_content["video_url"]  # type: ignore[index]
-            result = await remote.call_tool("download_video", {"task_id": made.structured_content["task_id"]})  # type: ignore[index]
+            video_url = made.structured_content["video_url"]
+            result = await remote.call_tool("download_video", {"task_id": made.structured_content["task_id"]})
     finally:
         server.stop()
     assert result.is_error and "download_video is off on this server" in text_of(result)

@@ -52,10 +52,10 @@ async def test_generate_over_stdio_with_progress(sim_server: SimulatorServer) ->
         LUMA_POLL_MAX_SECONDS="1",
         LUMA_PROGRESS_INTERVAL_SECONDS="0.5",
     )
-    progress: list[str] = []
+    messages: list[str] = []
 
-    async def on_progress(value: float, total: float | None, message: str | None) -> None:
-        progress.append(message or "")
+    async def on_progress(progress: float, total: float | None, message: str | None) -> None:
+        messages.append(message or "")
 
     params = StdioServerParameters(command=sys.executable, args=["-m", "luma_mcp"], env=env)
     async with Client(params) as client:
@@ -63,10 +63,10 @@ async def test_generate_over_stdio_with_progress(sim_server: SimulatorServer) ->
             "generate_video", {"prompt": "a paper boat", "wait_seconds": 10}, progress_callback=on_progress
         )
         task = TaskResult.model_validate(result.structured_content)
-        assert task.status == "succeeded" and task.video_url in text_of(result)
+        assert task.status == "succeeded" and task.video_url is not None and task.video_url in text_of(result)
         again = await client.call_tool("get_task", {"task_id": task.task_id})
-        assert task.video_url in text_of(again)
-    assert progress[0] == f"Task {task.task_id}: submitted" and progress[-1] == f"Task {task.task_id}: done"
+        assert task.video_url is not None and task.video_url in text_of(again)
+    assert messages[0] == f"Task {task.task_id}: submitted" and messages[-1] == f"Task {task.task_id}: done"
 
 
 async def test_simulate_mode_needs_no_token() -> None:

@@ -40,7 +40,7 @@ def make_settings(url: str, token: str | None = CANARY_TOKEN, **env: Any) -> Set
         "LUMA_MAX_RETRIES": 2,
         "LUMA_RETRY_BACKOFF_SECONDS": 0.02,
     }
-    return Settings(_env_file=None, **values, **env)  # type: ignore[call-arg]
+    return Settings(_env_file=None, **values, **env)
 
 
 def text_of(result: CallToolResult) -> str:

@@ -20,10 +20,10 @@ pytestmark = pytest.mark.anyio
 
 async def test_saves_the_video_and_thumbnail(mcp_client: Client, private_folders: Path) -> None:
     task = await finished_task(mcp_client)
-    progress: list[tuple[float, float | None, str | None]] = []
+    reports: list[tuple[float, float | None, str | None]] = []
 
-    async def on_progress(done: float, total: float | None, message: str | None) -> None:
-        progress.append((done, total, message))
+    async def on_progress(progress: float, total: float | None, message: str | None) -> None:
+        reports.append((progress, total, message))
 
     result = await mcp_client.call_tool(
         "download_video", {"task_id": task.task_id, "include_thumbnail": True}, progress_callback=on_progress
@@ -37,8 +37,8 @@ async def test_saves_the_video_and_thumbnail(mcp_client: Client, private_folders
     assert saved["sha256"] == hashlib.sha256(SAMPLE_MP4).hexdigest() and saved["size_bytes"] == len(SAMPLE_MP4)
     assert Path(saved["thumbnail_path"]).read_bytes() == SAMPLE_JPEG
     assert files_in(video.parent) == sorted([video.name, f"luma-{task.task_id}.jpg"])  # no .part left
-    assert progress and progress[-1][0] == len(SAMPLE_MP4) and progress[-1][1] == len(SAMPLE_MP4)
-    assert "Downloading task" in (progress[-1][2] or "")
+    assert reports and reports[-1][0] == len(SAMPLE_MP4) and reports[-1][1] == len(SAMPLE_MP4)
+    assert "Downloading task" in (reports[-1][2] or "")
     assert str(video) in text_of(result) and saved["sha256"][:16] in text_of(result)
 
 

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 from anyio._core import _sockets as anyio_sockets
 from mcp import Client
@@ -156,7 +157,7 @@ async def test_redirects_on_the_api_host_are_followed_a_few_times(
         sim.inject("redirect", path, location=path, times=2)  # relative, twice, then the file
         saved = await download(mcp, task_id=task.task_id)
         assert not saved.is_error, text_of(saved)
-        assert Path(saved.structured_content["path"]).read_bytes() == SAMPLE_MP4  # type: ignore[index]
+        assert Path(saved.structured_content["path"]).read_bytes() == SAMPLE_MP4
         sim.inject("redirect", path, location=path, times=10)
         looping = await download(mcp, task_id=task.task_id, filename="again")
     assert looping.is_error and "redirected more than 5 times" in text_of(looping)
@@ -332,8 +333,8 @@ async def test_progress_is_a_few_per_second_and_ends_with_the_total(sim_server: 
         sim_server.simulator.inject("large_video", f"/media/{task.task_id}.mp4", size=size)
         seen: list[float] = []
 
-        async def on_progress(done: float, total: float | None, message: str | None) -> None:
-            seen.append(done)
+        async def on_progress(progress: float, total: float | None, message: str | None) -> None:
+            seen.append(progress)
 
         started = time.monotonic()
         result = await mcp.call_tool("download_video", {"task_id": task.task_id}, progress_callback=on_progress)
@@ -356,7 +357,7 @@ async def test_the_connection_goes_to_the_address_that_was_checked(monkeypatch: 
     victim.bind(("127.0.0.1", checked.port))  # the same port: only the address tells them apart
     victim.listen(8)
     victim.setblocking(False)
-    real_getaddrinfo = media.anyio.getaddrinfo
+    real_getaddrinfo = anyio.getaddrinfo
     lookups: list[str] = []
 
     async def rebinding_dns(host: Any, port: Any, **kwargs: Any) -> Any:
@@ -366,7 +367,7 @@ async def test_the_connection_goes_to_the_address_that_was_checked(monkeypatch: 
         address = "127.0.0.3" if len(lookups) == 1 else "127.0.0.1"
         return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (address, port))]
 
-    monkeypatch.setattr(media.anyio, "getaddrinfo", rebinding_dns)
+    monkeypatch.setattr(anyio, "getaddrinfo", rebinding_dns)
     monkeypatch.setattr(anyio_sockets, "getaddrinfo", rebinding_dns)  # what anyio.connect_tcp would ask
     monkeypatch.setattr(media, "is_public_address", lambda address: address == "127.0.0.3")
     try:

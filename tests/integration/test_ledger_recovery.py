@@ -345,4 +345,4 @@ async def test_list_tasks_survives_a_row_with_bad_json(mcp_client: Client, priva
     for _ in range(2):
         listed = await mcp_client.call_tool("list_tasks", {})
         assert not listed.is_error, text_of(listed)
-        assert [row["task_id"] for row in listed.structured_content["tasks"]] == [task_id]  # type: ignore[index]
+        assert [row["task_id"] for row in listed.structured_content["tasks"]] == [task_id]

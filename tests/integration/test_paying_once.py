@@ -91,7 +91,7 @@ async def test_a_lost_answer_is_recorded_and_not_resubmitted_blindly(mcp_client:
     lost = await generate(mcp_client)
     assert lost.is_error and "recorded in list_tasks as 'lost'" in text_of(lost)
     listing = await mcp_client.call_tool("list_tasks", {"status": "lost"})
-    rows = listing.structured_content["tasks"]  # type: ignore[index]
+    rows = listing.structured_content["tasks"]
     assert len(rows) == 1 and rows[0]["status"] == "lost" and "task_id" not in rows[0]
     again = await generate(mcp_client)
     assert again.is_error and "its answer was lost" in text_of(again) and "new_take=true" in text_of(again)

@@ -54,7 +54,8 @@ async def test_submit_sends_async_and_no_null_fields(luma: LumaClient, sim: Simu
 
 async def test_task_goes_pending_processing_succeeded(luma: LumaClient, sim: Simulator) -> None:
     task_id = (await luma.submit(GenerateRequest(prompt="waves"))).task_id
-    seen = []
+    seen: list[TaskStatus] = []
+    record = None
     with anyio.fail_after(5):
         while not seen or seen[-1] is not TaskStatus.SUCCEEDED:
             record = await luma.get_task(task_id)
@@ -62,7 +63,7 @@ async def test_task_goes_pending_processing_succeeded(luma: LumaClient, sim: Sim
             seen.append(derive_status(record.response))
             await anyio.sleep(0.03)
     assert seen[0] is TaskStatus.PENDING and TaskStatus.PROCESSING in seen
-    assert record.response is not None and record.response.video_url and record.elapsed
+    assert record is not None and record.response is not None and record.response.video_url and record.elapsed
     assert "user_id" not in record.model_dump()
 
 

@@ -189,7 +189,7 @@ def test_a_missing_or_unreadable_keys_file_is_a_clean_configuration_error(
 def test_a_byte_order_mark_does_not_disable_the_first_key(tmp_path: Path) -> None:
     keys_file = tmp_path / "keys"
     keys_file.write_bytes("\ufeffkey-one\r\n# a comment\nkey-two\n".encode())
-    settings = Settings(_env_file=None, LUMA_MCP_API_KEYS_FILE=keys_file)  # type: ignore[call-arg]
+    settings = Settings(_env_file=None, LUMA_MCP_API_KEYS_FILE=keys_file)
     assert settings.auth_mode == "keys" and settings.access_keys() == ["key-one", "key-two"]
 
 

@@ -35,7 +35,7 @@ async def test_the_token_appears_nowhere(
     await call("list_tasks", {})
     await call("download_video", {"task_id": task.task_id, "include_thumbnail": True})
     for fault in ("429", "500", "html", "truncated", "drop"):
-        sim.inject(fault, times=20)  # type: ignore[arg-type]
+        sim.inject(fault, times=20)
         await call("generate_video", {"prompt": f"canary {fault}", "wait_seconds": 1})
         await call("get_task", {"task_id": task.task_id})
         sim.clear_faults()

@@ -42,8 +42,9 @@ async def test_tools_list_names_schemas_and_annotations(mcp_client: Client) -> N
         assert hints is not None
         assert (hints.read_only_hint, hints.idempotent_hint, hints.open_world_hint) == (False, False, True)
         assert hints.destructive_hint is False
-        assert tools[name].output_schema is not None
-        assert {"task_id", "status", "video_url", "video_id"} <= set(tools[name].output_schema["properties"])
+        output_schema = tools[name].output_schema
+        assert output_schema is not None
+        assert {"task_id", "status", "video_url", "video_id"} <= set(output_schema["properties"])
     read = tools["get_task"].annotations
     assert read is not None and read.read_only_hint and read.idempotent_hint
     assert all(tool.title for tool in tools.values())
@@ -430,7 +431,10 @@ async def test_polls_write_the_ledger_only_when_the_status_moves(
 
     def ledger_row(task_id: str) -> tuple[str, float]:
         with sqlite3.connect(private_folders / "ledger.sqlite3") as db:
-            return db.execute("SELECT status, updated_at FROM tasks WHERE task_id = ?", (task_id,)).fetchone()
+            row: tuple[str, float] = db.execute(
+                "SELECT status, updated_at FROM tasks WHERE task_id = ?", (task_id,)
+            ).fetchone()
+            return row
 
     async def status_of(client: Client, task_id: str, wait_seconds: int = 0) -> str:
         result = await client.call_tool("get_task", {"task_id": task_id, "wait_seconds": wait_seconds})

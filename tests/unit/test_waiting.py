@@ -28,12 +28,12 @@ def test_a_continued_wait_picks_up_the_back_off() -> None:
 
 
 def test_default_schedule_polls_at_most_once_a_second() -> None:
-    schedule = PollSchedule.from_settings(Settings(_env_file=None))  # type: ignore[call-arg]
+    schedule = PollSchedule.from_settings(Settings(_env_file=None))
     delays = schedule.delays()
     assert all(next(delays) >= 1.0 for _ in range(50))
     assert schedule.heartbeat <= 5
     with pytest.raises(ValidationError, match="LUMA_POLL_INITIAL_SECONDS"):
-        Settings(_env_file=None, LUMA_POLL_INITIAL_SECONDS=0.5)  # type: ignore[call-arg]
+        Settings(_env_file=None, LUMA_POLL_INITIAL_SECONDS=0.5)
 
 
 async def wait_for_one(
@@ -42,7 +42,7 @@ async def wait_for_one(
     """Wait on one pending task "t"; returns the results and the progress reports."""
     reports: list[tuple[float, str]] = []
 
-    async def report(progress: float, total: float, message: str) -> None:
+    async def report(progress: float, total: float | None, message: str) -> None:
         reports.append((progress, message))
 
     pending = {"t": TaskResult(task_id="t", status=TaskStatus.PENDING)}
