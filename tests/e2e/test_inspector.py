@@ -22,7 +22,7 @@ from luma_mcp.simulator import SimulatorServer
 from ..helpers.common import CANARY_TOKEN
 
 INSPECTOR_VERSION = "2.12.0"
-CACHE = Path(__file__).resolve().parent.parent / ".cache" / "inspector"
+CACHE = Path(__file__).resolve().parents[2] / ".cache" / "inspector"
 
 
 @pytest.fixture(scope="module")

@@ -24,7 +24,7 @@ from ..helpers.common import FAST_SCHEDULE, make_settings
 
 pytestmark = pytest.mark.anyio
 
-FIXTURE = Path(__file__).parent / "fixtures" / "ledger-0.1.0.sqlite3"
+FIXTURE = Path(__file__).parents[1] / "fixtures" / "ledger-0.1.0.sqlite3"
 
 
 @pytest.fixture
