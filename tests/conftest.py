@@ -1,33 +1,23 @@
+"""Fixtures every tier shares: private folders, the simulator on loopback, an API client,
+ledgers on both backends, and the MCP server in memory. Plain helpers are in tests/helpers."""
+
 from __future__ import annotations
 
-import json
+import threading
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from mcp import Client
-from mcp.types import CallToolResult, TextContent
 from pydantic import SecretStr
 
-from luma_mcp.client import LumaClient, RetryPolicy
-from luma_mcp.config import Settings
-from luma_mcp.ledger import Ledger, PostgresLedger, SQLiteLedger
+from luma_mcp.client import LumaClient
+from luma_mcp.ledger import Ledger
 from luma_mcp.server import create_server
 from luma_mcp.simulator import Simulator, SimulatorServer
-from luma_mcp.waiting import PollSchedule
 
-from .postgres import fresh_database, postgres_server  # noqa: F401 (a fixture, shared by every test file)
-
-EXAMPLES = Path(__file__).parent / "fixtures" / "luma-api-examples"
-# A canary: tests search every message, log record and result for it.
-CANARY_TOKEN = "sk-canary-7f3c9b1e5d2a4c68"
-# Fast but real: tests wait tenths of seconds, never minutes.
-FAST_RETRY = RetryPolicy(attempts=3, backoff=0.02, total_seconds=5.0)
-
-
-def example(name: str) -> Any:
-    return json.loads((EXAMPLES / name).read_text())
+from .helpers.common import CANARY_TOKEN, FAST_RETRY, FAST_SCHEDULE, make_settings, open_store
+from .helpers.postgres import fresh_database, postgres_server  # noqa: F401 (a fixture, shared by every test file)
 
 
 @pytest.fixture
@@ -43,10 +33,24 @@ def private_folders(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path
 
 
+@pytest.fixture(scope="session")
+def stopping_servers() -> Iterator[list[threading.Thread]]:
+    """Simulators still stopping in the background; the session waits for every one at its end."""
+    stopping: list[threading.Thread] = []
+    yield stopping
+    for thread in stopping:
+        thread.join(timeout=10)
+
+
 @pytest.fixture
-def sim_server() -> Iterator[SimulatorServer]:
-    with SimulatorServer(Simulator(queue_seconds=0.1, processing_seconds=0.3)) as server:
-        yield server
+def sim_server(stopping_servers: list[threading.Thread]) -> Iterator[SimulatorServer]:
+    server = SimulatorServer(Simulator(queue_seconds=0.1, processing_seconds=0.3)).start()
+    yield server
+    # uvicorn takes ~0.2 s to stop (a 0.1 s tick, then a 0.1 s grace sleep): stopping in the
+    # background keeps that out of every test that uses the simulator.
+    stopper = threading.Thread(target=server.stop, name="simulator-stop", daemon=True)
+    stopper.start()
+    stopping_servers.append(stopper)
 
 
 @pytest.fixture
@@ -75,12 +79,6 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return str(request.getfixturevalue("postgres_url"))
 
 
-def open_store(store: str, **options: Any) -> Ledger:
-    if store.startswith("postgresql://"):
-        return PostgresLedger(store, **options)
-    return SQLiteLedger(Path(store), **options)
-
-
 @pytest.fixture
 def ledger(store: str) -> Iterator[Ledger]:
     opened = open_store(store)
@@ -90,26 +88,9 @@ def ledger(store: str) -> Iterator[Ledger]:
 
 # --- the MCP server, in memory ----------------------------------------------------------
 
-# Polls and heartbeats in tenths of seconds: the same loop, on a fast clock.
-FAST_SCHEDULE = PollSchedule(first=0.1, maximum=0.2, heartbeat=0.15, min_interval=0.05)
-
-
-def make_settings(url: str, token: str | None = CANARY_TOKEN, **env: Any) -> Settings:
-    values: dict[str, Any] = {
-        "ACEDATACLOUD_API_BASE_URL": url,
-        "ACEDATACLOUD_API_TOKEN": token,
-        "LUMA_MAX_RETRIES": 2,
-        "LUMA_RETRY_BACKOFF_SECONDS": 0.02,
-    }
-    return Settings(_env_file=None, **values, **env)  # type: ignore[call-arg]
-
 
 @pytest.fixture
 async def mcp_client(sim_server: SimulatorServer) -> AsyncIterator[Client]:
     server = create_server(make_settings(sim_server.url), schedule=FAST_SCHEDULE)
     async with Client(server) as client:
         yield client
-
-
-def text_of(result: CallToolResult) -> str:
-    return "\n".join(block.text for block in result.content if isinstance(block, TextContent))

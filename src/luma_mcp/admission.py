@@ -265,7 +265,7 @@ class SessionCaps:
     no factory or admission callback, so this wraps two methods of that one instance,
     `_admit_session` (decides under the SDK's creation lock: no race between concurrent
     opens) and `_discard_session` (every way a session ends goes through it). mcp is pinned
-    below 2.4; tests/test_admission.py fails if either hook stops being called.
+    below 2.4; tests/e2e/test_admission.py fails if either hook stops being called.
     """
 
     def __init__(self, *, max_sessions: int, per_tenant: int, unused_seconds: float) -> None:
