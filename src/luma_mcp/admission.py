@@ -51,7 +51,6 @@ MAX_TRACKED_ADDRESSES = 10_000
 BURST_SECONDS = 4.0  # a bucket holds this many seconds' worth of checks
 SUSPECT_CHECKS_PER_SECOND = 1.0  # all networks that sent a refused token lately, together
 SUSPECT_SECONDS = 600.0  # how long a network stays one that sent a refused token
-CONSOLE_URL = "https://platform.acedata.cloud"
 
 _K = TypeVar("_K")
 _V = TypeVar("_V")
@@ -90,9 +89,6 @@ class TtlCache(Generic[_K, _V]):
         self._items.move_to_end(key)
         while len(self._items) > self.max_size:
             self._items.popitem(last=False)
-
-    def __len__(self) -> int:
-        return len(self._items)
 
 
 @dataclass
@@ -333,10 +329,6 @@ class SessionCaps:
         held.requests += 1
         if held.requests > _HANDSHAKE_REQUESTS and self._idle_seconds is not None:
             held.transport._idle_timeout = self._idle_seconds  # used: the normal idle timeout from now on
-
-    @property
-    def open_sessions(self) -> int:
-        return len(self._held)
 
     @property
     def retry_after(self) -> float:

@@ -151,11 +151,6 @@ class LumaClient:
         return self._base_url
 
     @property
-    def http(self) -> httpx.AsyncClient:
-        """The pooled HTTP client, for fetching result media (requests carry no token)."""
-        return self._client()
-
-    @property
     def has_token(self) -> bool:
         return bool(self._token and self._token.get_secret_value())
 

@@ -35,7 +35,6 @@ from starlette.responses import JSONResponse
 
 from luma_mcp import __version__
 from luma_mcp.admission import (
-    CONSOLE_URL,
     AdmissionMiddleware,
     Probe,
     ProviderUnavailable,
@@ -46,11 +45,12 @@ from luma_mcp.admission import (
 )
 from luma_mcp.client import LumaClient, RetryPolicy
 from luma_mcp.config import Settings, split_list
-from luma_mcp.errors import LumaBalanceError, LumaError
+from luma_mcp.errors import CONSOLE_URL, LumaBalanceError, LumaError
 from luma_mcp.http_limits import ConnectionGuard, budget_connections, rate_limit_logs
-from luma_mcp.http_shutdown import SHUTDOWN_GRACE_SECONDS, CountPosts, DrainingServer, PostsInFlight
+from luma_mcp.http_shutdown import CountPosts, DrainingServer, PostsInFlight
 from luma_mcp.server import create_server
 from luma_mcp.service import tenant_of
+from luma_mcp.waiting import SHUTDOWN_GRACE_SECONDS
 
 log = logging.getLogger(__name__)
 

@@ -23,7 +23,7 @@ import uvicorn
 from sse_starlette.sse import AppStatus
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-SHUTDOWN_GRACE_SECONDS = 10
+from luma_mcp.waiting import SHUTDOWN_GRACE_SECONDS
 
 
 class PostsInFlight:

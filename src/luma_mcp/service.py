@@ -382,7 +382,8 @@ class VideoService:
         thumb_target = download.safe_target(folder, stem.removesuffix(".mp4"), ".jpg") if include_thumbnail else None
 
         async def save(url: str, target: Path, accept: tuple[str, ...], files: int) -> download.SavedFile:
-            max_bytes, hint = self._download_cap(folder, target, overwrite, files)
+            # The quota reads the folder (a scan and a stat a file): off the event loop.
+            max_bytes, hint = await anyio.to_thread.run_sync(self._download_cap, folder, target, overwrite, files)
             return await download.save(
                 http,
                 self._trusted(url),

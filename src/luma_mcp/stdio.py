@@ -7,7 +7,7 @@ thread, and the server sees lines through a queue that can be ended at any time.
 
 Guarantees, on the first SIGINT or SIGTERM: no new request is read; `stopping` is set, so
 calls that are waiting for a video answer at once with their task id; once every request
-read so far has been answered (at most `GRACE_SECONDS`), input ends and the server shuts
+read so far has been answered (at most `SHUTDOWN_GRACE_SECONDS`), input ends and the server shuts
 down as on EOF (anything still running is cancelled; ledger writes are shielded). A second
 signal ends input at once. Like the SDK, fd 0 and fd 1 point at /dev/null and stderr while
 serving, so stray reads and prints cannot touch the protocol. POSIX only: elsewhere the
@@ -33,9 +33,10 @@ from anyio.abc import TaskGroup
 from mcp.server import MCPServer
 from mcp.server.stdio import stdio_server
 
+from luma_mcp.waiting import SHUTDOWN_GRACE_SECONDS
+
 log = logging.getLogger(__name__)
 
-GRACE_SECONDS = 10.0
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
@@ -159,11 +160,11 @@ async def _stop_on_signals(
 
 
 async def _end_when_answered(lines: InputLines, requests: OpenRequests) -> None:
-    with anyio.move_on_after(GRACE_SECONDS):
+    with anyio.move_on_after(SHUTDOWN_GRACE_SECONDS):
         while requests.ids:  # noqa: ASYNC110 (set by writes in other tasks; bounded by the grace period)
             await anyio.sleep(0.05)
     if requests.ids:
-        log.warning("stopping with %d request(s) unanswered after %.0f s", len(requests.ids), GRACE_SECONDS)
+        log.warning("stopping with %d request(s) unanswered after %.0f s", len(requests.ids), SHUTDOWN_GRACE_SECONDS)
     lines.end()
 
 

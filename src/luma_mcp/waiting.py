@@ -24,6 +24,9 @@ from luma_mcp.results import TaskResult, progress_message
 log = logging.getLogger(__name__)
 
 Fetch = Callable[[list[str]], Awaitable[dict[str, TaskResult]]]
+# How long a stopping server (stdio or HTTP) lets calls in flight answer before it cuts them off.
+SHUTDOWN_GRACE_SECONDS = 10
+
 # Progress for the person waiting: how far, out of how much (if known), and a line saying so.
 # The one shape of progress callback, from the waits, submits and downloads up to the tools.
 Report = Callable[[float, float | None, str], Awaitable[None]]
