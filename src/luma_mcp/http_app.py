@@ -43,13 +43,13 @@ from luma_mcp.admission import (
     Verdict,
     acceptable_bearer,
 )
+from luma_mcp.caller import tenant_of
 from luma_mcp.client import LumaClient, RetryPolicy
 from luma_mcp.config import Settings, split_list
 from luma_mcp.errors import CONSOLE_URL, LumaBalanceError, LumaError
 from luma_mcp.http_limits import ConnectionGuard, budget_connections, rate_limit_logs
 from luma_mcp.http_shutdown import CountPosts, DrainingServer, PostsInFlight
 from luma_mcp.server import create_server
-from luma_mcp.service import tenant_of
 from luma_mcp.waiting import SHUTDOWN_GRACE_SECONDS
 
 log = logging.getLogger(__name__)

@@ -1,6 +1,12 @@
-"""Guidance the server offers as MCP prompts. Pure text: what makes a good Luma request."""
+"""Guidance the server offers as MCP prompts: what makes a good Luma request.
 
-from __future__ import annotations
+(No `from __future__ import annotations`: the SDK reads the prompts' argument descriptions.)
+"""
+
+from typing import Annotated, Any
+
+from mcp.server import MCPServer
+from pydantic import Field
 
 VIDEO_PROMPT_GUIDE = """\
 Turn this rough idea into one Luma Dream Machine prompt, then call generate_video with it.
@@ -54,10 +60,27 @@ Start by showing the user the {shots} shot descriptions, then make shot 1.
 """
 
 
-def video_prompt(idea: str, style: str | None = None) -> str:
+def video_prompt(
+    idea: Annotated[str, Field(description="The rough idea, in any words")],
+    style: Annotated[str | None, Field(description="Optional look, e.g. '35mm film' or 'claymation'")] = None,
+) -> str:
+    """Turn a rough idea into a strong Luma prompt (subject, motion, camera, light, style)."""
     style_line = f"Wanted style: {style}\n" if style else ""
     return VIDEO_PROMPT_GUIDE.format(idea=idea.strip(), style_line=style_line)
 
 
-def storyboard(story: str, shots: int) -> str:
-    return STORYBOARD_GUIDE.format(story=story.strip(), shots=shots)
+def storyboard(
+    story: Annotated[str, Field(description="The story or sequence to film")],
+    shots: Annotated[str, Field(description="How many shots, 2 to 6")] = "3",
+) -> str:
+    """Plan a multi-shot video made as one generate_video followed by extend_video calls."""
+    try:
+        count = int(shots)
+    except ValueError:
+        count = 3
+    return STORYBOARD_GUIDE.format(story=story.strip(), shots=min(max(count, 2), 6))
+
+
+def add_prompts(mcp: MCPServer[Any]) -> None:
+    mcp.prompt(title="Write a video prompt")(video_prompt)
+    mcp.prompt(title="Plan a multi-shot video")(storyboard)

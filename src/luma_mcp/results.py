@@ -45,6 +45,29 @@ class TaskList(BaseModel):
     next_call: str | None = None
 
 
+class ListedTask(BaseModel):
+    # One compact row of list_tasks.
+    task_id: str | None = None
+    status: str  # pending/processing/succeeded/failed, or sending/lost/refused for submits with no task
+    created: str
+    prompt: str | None = None  # the first 80 characters
+    video_url: str | None = None
+    action: str
+
+
+class TaskPage(BaseModel):
+    tasks: list[ListedTask]
+    next_cursor: str | None = None
+
+
+class SavedVideo(BaseModel):
+    task_id: str
+    path: str
+    size_bytes: int
+    sha256: str
+    thumbnail_path: str | None = None
+
+
 def from_record(record: TaskRecord, now: float | None = None) -> TaskResult:
     """A task record from `/luma/tasks` as a `TaskResult`."""
     response = record.response
@@ -143,6 +166,29 @@ def list_text(tasks: TaskList) -> str:
     lines += [f"Task {task_id}: not found (check the id)." for task_id in tasks.not_found]
     if tasks.next_call:
         lines.append(f"Next: {tasks.next_call}.")
+    return "\n".join(lines)
+
+
+def page_text(page: TaskPage) -> str:
+    """The text beside a list_tasks page: one line a task, and how to get the next page."""
+    if not page.tasks:
+        return "No tasks found."
+    lines = [
+        " · ".join(
+            part
+            for part in (
+                row.created.replace("T", " ")[:16],
+                row.status,
+                row.task_id or "(no task id)",
+                f'"{row.prompt}"' if row.prompt else row.action,
+                row.video_url,
+            )
+            if part
+        )
+        for row in page.tasks
+    ]
+    if page.next_cursor:
+        lines.append(f'More: list_tasks(cursor="{page.next_cursor}").')
     return "\n".join(lines)
 
 

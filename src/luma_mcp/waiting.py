@@ -91,6 +91,23 @@ class RecentReads:
         while len(self._reads) > self._max_entries:
             del self._reads[next(iter(self._reads))]
 
+    def for_tenant(self, tenant: str) -> TenantReads:
+        return TenantReads(self, tenant)
+
+
+@dataclass(frozen=True)
+class TenantReads:
+    """One tenant's slice of `RecentReads`, as a `Caller` holds it."""
+
+    reads: RecentReads
+    tenant: str
+
+    def fresh(self, task_ids: list[str]) -> dict[str, TaskResult]:
+        return self.reads.fresh(self.tenant, task_ids)
+
+    def remember(self, results: dict[str, TaskResult]) -> None:
+        self.reads.remember(self.tenant, results)
+
 
 async def wait_for_tasks(
     fetch: Fetch,

@@ -6,24 +6,28 @@ from typing import Any
 
 from pydantic import SecretStr
 
+from luma_mcp.caller import OPERATOR, Caller, tenant_of
 from luma_mcp.client import LumaClient
 from luma_mcp.config import Settings
 from luma_mcp.ledger import Ledger
-from luma_mcp.service import VideoService, tenant_of
+from luma_mcp.service import VideoService
+from luma_mcp.state import AppState
 from luma_mcp.waiting import RecentReads
 
 from .common import FAST_SCHEDULE
 
 
 def service_for(settings: Settings, ledger: Ledger, luma: LumaClient, token: str | None = None) -> VideoService:
-    return VideoService(
+    state = AppState(
         settings=settings,
-        luma=luma.with_token(SecretStr(token)) if token else luma,
+        luma=luma,
         ledger=ledger,
         schedule=FAST_SCHEDULE,
         reads=RecentReads(FAST_SCHEDULE.min_interval),
-        tenant=tenant_of(token) if token else "",
     )
+    if token is None:
+        return VideoService(state, Caller.of(state, OPERATOR, luma))
+    return VideoService(state, Caller.of(state, tenant_of(token), luma.with_token(SecretStr(token))))
 
 
 async def no_report(*_: Any) -> None:

@@ -1,0 +1,74 @@
+"""Where an MCP call meets the service: whose service it is, how failures read, progress, results.
+
+Every tool, resource and prompt goes through here, so each of these rules has one place:
+- the caller: `Service` (an `Annotated[VideoService, Resolve(...)]` parameter) builds the
+  service for the current request's `Caller`;
+- failures: `answer` turns any `LumaMcpError` into the `ToolError` whose text the model acts on;
+- progress: `reporter` sends a call's progress notifications;
+- results: `tool_result` pairs a task's text with its structured result and media links.
+"""
+
+from collections.abc import Awaitable, Sequence
+from typing import Annotated, TypeVar
+
+from mcp.server.mcpserver import Context
+from mcp.server.mcpserver.exceptions import ToolError
+from mcp.server.mcpserver.resolve import Resolve
+from mcp.types import CallToolResult, ContentBlock, ResourceLink, TextContent
+from pydantic import BaseModel
+
+from luma_mcp.caller import current_caller
+from luma_mcp.errors import LumaMcpError
+from luma_mcp.models import TaskStatus
+from luma_mcp.results import TaskResult
+from luma_mcp.service import VideoService
+from luma_mcp.state import AppState
+from luma_mcp.waiting import Report
+
+T = TypeVar("T")
+
+
+async def video_service(ctx: Context[AppState]) -> VideoService:
+    """The service for the caller of the current request. (Async: a plain function would be
+    run in a worker thread on every call.)"""
+    state = ctx.request_context.lifespan_context
+    try:
+        return VideoService(state, current_caller(state))
+    except LumaMcpError as exc:
+        raise ToolError(str(exc)) from None
+
+
+Service = Annotated[VideoService, Resolve(video_service)]
+
+
+async def answer(awaitable: Awaitable[T]) -> T:
+    """Await service work at the tool boundary; its failures become the ToolError text the model acts on."""
+    try:
+        return await awaitable
+    except LumaMcpError as exc:
+        raise ToolError(str(exc)) from None
+
+
+def reporter(ctx: Context[AppState], total: float | None = None) -> Report:
+    """This call's progress notifications. `total`, when given, is the wait's length in
+    seconds, which the submit's first line (sent before any wait) does not know itself."""
+
+    async def report(progress: float, own_total: float | None, message: str) -> None:
+        await ctx.report_progress(progress, (total if total is not None else own_total) or None, message)
+
+    return report
+
+
+def tool_result(text: str, structured: BaseModel, tasks: Sequence[TaskResult] = ()) -> CallToolResult:
+    """The text the model reads, the structured result, and a link to each finished video."""
+    content: list[ContentBlock] = [TextContent(type="text", text=text)]
+    for task in tasks:
+        if task.status is not TaskStatus.SUCCEEDED:
+            continue
+        media = [(task.video_url, "video", "video/mp4"), (task.thumbnail_url, "thumbnail", "image/jpeg")]
+        content += [
+            ResourceLink(type="resource_link", uri=url, name=f"{kind}-{task.task_id}", mime_type=mime)
+            for url, kind, mime in media
+            if url
+        ]
+    return CallToolResult(content=content, structured_content=structured.model_dump(mode="json", exclude_none=True))

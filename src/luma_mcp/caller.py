@@ -1,0 +1,73 @@
+"""Who a call is for: decided once, at the edge, and carried by everything done for them.
+
+Tenant isolation is enforced here. A `Caller` holds what one tenant may use: the API client
+bound to their token (or the server's own), the ledger view scoped to their tenant (every
+statement carries it, see `Ledger.for_tenant`), their slice of recent reads, and their
+download folder. Code below the tools takes a `Caller`, never a tenant string, so it has no
+way to reach another tenant's rows, reads or files.
+
+A tenant is a one-way hash of the caller's Ace Data Cloud token ("bring your own token"
+over HTTP), or `OPERATOR` for everything done with the server's own token (stdio, access keys).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+from mcp.server.auth.middleware.auth_context import get_access_token
+from pydantic import SecretStr
+
+from luma_mcp.client import LumaClient
+from luma_mcp.config import TOKEN_ENV
+from luma_mcp.errors import ServiceError
+from luma_mcp.ledger import Ledger
+from luma_mcp.state import AppState
+from luma_mcp.waiting import TenantReads
+
+OPERATOR = ""  # the tenant of everything done with the server's own token
+
+
+def tenant_of(token: str) -> str:
+    """A caller's tenant: a one-way hash of their API token (the token itself is never stored)."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Caller:
+    tenant: str
+    luma: LumaClient  # spends this caller's token
+    ledger: Ledger  # this tenant's rows only
+    reads: TenantReads
+    download_dir: Path  # this tenant's own folder on a shared server
+    remote: bool  # on another machine (served over HTTP): a file saved here does not reach them
+
+    @classmethod
+    def of(cls, state: AppState, tenant: str, luma: LumaClient) -> Caller:
+        settings = state.settings
+        return cls(
+            tenant=tenant,
+            luma=luma,
+            ledger=state.ledger,
+            reads=state.reads.for_tenant(tenant),
+            # Each tenant of a shared server saves into its own folder.
+            download_dir=settings.download_dir / tenant[:16] if tenant else settings.download_dir,
+            remote=state.remote,
+        )
+
+
+def current_caller(state: AppState) -> Caller:
+    """The caller of the request being handled: the HTTP layer has already checked their bearer."""
+    if state.settings.auth_mode == "passthrough":
+        # Bring your own token: the caller's bearer is their Ace Data Cloud token.
+        access = get_access_token()
+        if access is None:  # the HTTP layer refuses unauthenticated calls before they get here
+            raise ServiceError("This server needs your Ace Data Cloud API token as the bearer token.")
+        return Caller.of(state, tenant_of(access.token), state.luma.with_token(SecretStr(access.token)))
+    if not state.luma.has_token:
+        raise ServiceError(
+            f"No Ace Data Cloud API token is configured. Set {TOKEN_ENV} in this MCP server's environment "
+            "(get one at https://platform.acedata.cloud), then restart the server."
+        )
+    return Caller.of(state, OPERATOR, state.luma)

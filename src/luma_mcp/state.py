@@ -1,0 +1,51 @@
+"""What one server process shares between calls: settings, the pooled API client, the ledger.
+
+Opened by the MCP lifespan (`open_state`) and read by each call through the request context;
+per-caller pieces (their token, their rows, their folder) are cut from it in `caller`.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+from luma_mcp.client import LumaClient
+from luma_mcp.config import Settings
+from luma_mcp.ledger import Ledger, open_ledger
+from luma_mcp.waiting import PollSchedule, RecentReads
+
+
+@dataclass
+class AppState:
+    """Shared by every call of one connection (stdio) or of the whole process (HTTP)."""
+
+    settings: Settings
+    luma: LumaClient  # the server's own token (or none), and the pooled HTTP client
+    ledger: Ledger
+    schedule: PollSchedule
+    reads: RecentReads
+    stopping: threading.Event | None = None  # set when the server shuts down: waits end early
+    remote: bool = False  # served over HTTP: callers are on other machines
+
+
+@asynccontextmanager
+async def open_state(
+    settings: Settings, schedule: PollSchedule, *, stopping: threading.Event | None = None, remote: bool = False
+) -> AsyncIterator[AppState]:
+    """The process's state for as long as the server runs; the ledger and connections close after."""
+    ledger = open_ledger(settings)
+    try:
+        async with LumaClient.from_settings(settings) as luma:
+            yield AppState(
+                settings=settings,
+                luma=luma,
+                ledger=ledger,
+                schedule=schedule,
+                reads=RecentReads(schedule.min_interval),
+                stopping=stopping,
+                remote=remote,
+            )
+    finally:
+        ledger.close()

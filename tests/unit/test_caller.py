@@ -1,0 +1,81 @@
+"""Who a call is for: the caller is decided once, from the request, and carries only what its
+tenant may use (its token, its reads, its folder; its ledger rows are tested with the ledger)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+from mcp.server.auth.middleware.auth_context import auth_context_var
+from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
+from mcp.server.auth.provider import AccessToken
+
+from luma_mcp.caller import OPERATOR, current_caller, tenant_of
+from luma_mcp.errors import ServiceError
+from luma_mcp.models import GenerateRequest, TaskStatus
+from luma_mcp.results import TaskResult
+from luma_mcp.simulator import SimulatorServer
+from luma_mcp.state import open_state
+
+from ..helpers.common import FAST_SCHEDULE, make_settings
+
+pytestmark = pytest.mark.anyio
+TOKEN_A, TOKEN_B = "sk-tenant-a-0001", "sk-tenant-b-0002"
+
+
+@contextmanager
+def bearer(token: str) -> Iterator[None]:
+    """What the HTTP layer leaves behind for a request whose bearer it accepted."""
+    reset = auth_context_var.set(AuthenticatedUser(AccessToken(token=token, client_id="t", scopes=[])))
+    try:
+        yield
+    finally:
+        auth_context_var.reset(reset)
+
+
+async def test_each_bearer_is_its_own_tenant_with_its_own_reads_and_folder(
+    sim_server: SimulatorServer, tmp_path: Path
+) -> None:
+    settings = make_settings(sim_server.url, token=None, LUMA_MCP_AUTH="passthrough", LUMA_DOWNLOAD_DIR=str(tmp_path))
+    async with open_state(settings, FAST_SCHEDULE, remote=True) as state:
+        with bearer(TOKEN_A):
+            a = current_caller(state)
+        with bearer(TOKEN_B):
+            b = current_caller(state)
+        assert (a.tenant, b.tenant) == (tenant_of(TOKEN_A), tenant_of(TOKEN_B))
+        assert TOKEN_A not in a.tenant  # a one-way hash: the token itself is never kept
+        assert a.download_dir != b.download_dir
+        assert a.download_dir.parent == b.download_dir.parent == tmp_path
+        assert a.remote and b.remote
+        # The same task id read by A never answers B's question.
+        seen = TaskResult(task_id="t-1", status=TaskStatus.PROCESSING)
+        a.reads.remember({"t-1": seen})
+        assert a.reads.fresh(["t-1"]) == {"t-1": seen}
+        assert b.reads.fresh(["t-1"]) == {}
+        # Each caller's client spends its own token: a task A made belongs to A's account.
+        accepted = await a.luma.submit(GenerateRequest(prompt="A lighthouse at dusk"))
+        assert await a.luma.get_task(accepted.task_id) is not None
+        assert await b.luma.get_task(accepted.task_id) is None
+
+
+async def test_a_passthrough_call_without_a_bearer_gets_no_caller(sim_server: SimulatorServer) -> None:
+    settings = make_settings(sim_server.url, token=None, LUMA_MCP_AUTH="passthrough")
+    async with open_state(settings, FAST_SCHEDULE) as state:
+        with pytest.raises(ServiceError, match="API token as the bearer token"):
+            current_caller(state)
+
+
+async def test_the_servers_own_token_is_the_operators_tenant(sim_server: SimulatorServer, tmp_path: Path) -> None:
+    settings = make_settings(sim_server.url, LUMA_DOWNLOAD_DIR=str(tmp_path))
+    async with open_state(settings, FAST_SCHEDULE) as state:
+        with bearer(TOKEN_A):  # an access key is not a tenant: the server's token pays
+            caller = current_caller(state)
+        assert caller.tenant == OPERATOR and caller.luma is state.luma and caller.download_dir == tmp_path
+
+
+async def test_no_token_at_all_says_which_setting_to_set(sim_server: SimulatorServer) -> None:
+    async with open_state(make_settings(sim_server.url, token=None), FAST_SCHEDULE) as state:
+        with pytest.raises(ServiceError, match="Set ACEDATACLOUD_API_TOKEN"):
+            current_caller(state)
