@@ -1,19 +1,18 @@
 """Where an MCP call meets the service: whose service it is, how failures read, progress, results.
 
 Every tool, resource and prompt goes through here, so each of these rules has one place:
-- the caller: `Service` (an `Annotated[VideoService, Resolve(...)]` parameter) builds the
-  service for the current request's `Caller`;
+- the caller: `video_service(ctx)` builds the service for the current request's `Caller`
+  (a plain call: the SDK's `Resolve(...)` parameters measured 0.24 ms a call, 6% of get_task);
 - failures: `answer` turns any `LumaMcpError` into the `ToolError` whose text the model acts on;
 - progress: `reporter` sends a call's progress notifications;
 - results: `tool_result` pairs a task's text with its structured result and media links.
 """
 
 from collections.abc import Awaitable, Sequence
-from typing import Annotated, TypeVar
+from typing import TypeVar
 
 from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ToolError
-from mcp.server.mcpserver.resolve import Resolve
 from mcp.types import CallToolResult, ContentBlock, ResourceLink, TextContent
 from pydantic import BaseModel
 
@@ -29,16 +28,13 @@ T = TypeVar("T")
 
 
 async def video_service(ctx: Context[AppState]) -> VideoService:
-    """The service for the caller of the current request. (Async: a plain function would be
-    run in a worker thread on every call.)"""
+    """The service for the caller of the current request; a caller that cannot be served
+    (no token anywhere) gets the ToolError that says what to set."""
     state = ctx.request_context.lifespan_context
     try:
         return VideoService(state, current_caller(state))
     except LumaMcpError as exc:
         raise ToolError(str(exc)) from None
-
-
-Service = Annotated[VideoService, Resolve(video_service)]
 
 
 async def answer(awaitable: Awaitable[T]) -> T:

@@ -16,7 +16,7 @@ from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import CallToolResult, ToolAnnotations
 from pydantic import Field
 
-from luma_mcp.boundary import Service, answer, reporter, tool_result
+from luma_mcp.boundary import answer, reporter, tool_result, video_service
 from luma_mcp.client import MAX_BATCH
 from luma_mcp.config import AspectRatio, Settings
 from luma_mcp.download import human_size
@@ -57,7 +57,6 @@ def add_tools(mcp: MCPServer[AppState], settings: Settings) -> None:
     @mcp.tool(title="Generate a video", annotations=_OPEN_WORLD_WRITE)
     async def generate_video(
         ctx: Context[AppState],
-        service: Service,
         prompt: Annotated[
             str,
             Field(min_length=1, max_length=5000, description="What it shows: subject, motion, camera, light"),
@@ -84,12 +83,11 @@ def add_tools(mcp: MCPServer[AppState], settings: Settings) -> None:
             end_image_url=end_image_url,
             callback_url=callback_url,
         )
-        return await submit_and_wait(ctx, service, request, wait_seconds, idempotency_key, new_take)
+        return await submit_and_wait(ctx, request, wait_seconds, idempotency_key, new_take)
 
     @mcp.tool(title="Extend a video", annotations=_OPEN_WORLD_WRITE)
     async def extend_video(
         ctx: Context[AppState],
-        service: Service,
         prompt: Annotated[str | None, Field(max_length=5000, description="What happens next")] = None,
         video_id: Annotated[
             str | None, Field(min_length=1, max_length=128, description="From an earlier result")
@@ -111,12 +109,11 @@ def add_tools(mcp: MCPServer[AppState], settings: Settings) -> None:
         request = ExtendRequest(
             prompt=prompt or None, video_id=video_id, video_url=video_url, end_image_url=end_image_url
         )
-        return await submit_and_wait(ctx, service, request, wait_seconds, idempotency_key, new_take)
+        return await submit_and_wait(ctx, request, wait_seconds, idempotency_key, new_take)
 
     @mcp.tool(title="Check video tasks", annotations=_OPEN_WORLD_READ)
     async def get_task(
         ctx: Context[AppState],
-        service: Service,
         task_id: TaskId | None = None,
         task_ids: Annotated[
             list[TaskId] | None,
@@ -131,6 +128,7 @@ def add_tools(mcp: MCPServer[AppState], settings: Settings) -> None:
         if (task_id is None) == (task_ids is None):
             raise ToolError("Pass task_id (one task) or task_ids (several), not both and not neither.")
         ids = list(dict.fromkeys([task_id] if task_id else task_ids or []))
+        service = await video_service(ctx)
         results = await answer(service.fetch(ids))
         not_found = [i for i in ids if i not in results]
         if task_id is not None and not_found:
@@ -153,12 +151,12 @@ def add_tools(mcp: MCPServer[AppState], settings: Settings) -> None:
 
     async def submit_and_wait(
         ctx: Context[AppState],
-        service: Service,
         request: VideoRequest,
         wait_seconds: int,
         idempotency_key: str | None,
         new_take: bool,
     ) -> CallToolResult:
+        service = await video_service(ctx)
         report = reporter(ctx, wait_seconds)
         result = await answer(
             service.submit(request, idempotency_key=idempotency_key, new_take=new_take, report=report)
@@ -181,7 +179,7 @@ def add_tools(mcp: MCPServer[AppState], settings: Settings) -> None:
 
 
 async def list_tasks(
-    service: Service,
+    ctx: Context[AppState],
     status: ListStatus | None = None,
     since: Annotated[datetime | None, Field(description="Only tasks created at or after this time")] = None,
     until: Annotated[datetime | None, Field(description="Only tasks created before this time")] = None,
@@ -189,6 +187,7 @@ async def list_tasks(
     cursor: Annotated[str | None, Field(max_length=200, description="next_cursor of the previous page")] = None,
 ) -> Annotated[CallToolResult, TaskPage]:
     """Videos submitted from here, newest first (also from earlier conversations)."""
+    service = await video_service(ctx)
     rows, next_cursor = await answer(
         service.list(status=status, since=since, until=until, limit=limit, cursor=cursor, refresh=True)
     )
@@ -198,13 +197,13 @@ async def list_tasks(
 
 async def download_video(
     ctx: Context[AppState],
-    service: Service,
     task_id: TaskId,
     filename: Annotated[str | None, Field(max_length=150, description="Plain file name; default luma-<id>")] = None,
     include_thumbnail: bool = False,
     overwrite: bool = False,
 ) -> Annotated[CallToolResult, SavedVideo]:
     """Save a finished task's MP4 (result URLs expire) into the download folder."""
+    service = await video_service(ctx)
     saved = await answer(
         service.download(
             task_id, filename=filename, include_thumbnail=include_thumbnail, overwrite=overwrite, report=reporter(ctx)
