@@ -34,15 +34,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from luma_mcp import __version__
-from luma_mcp.admission import (
-    AdmissionMiddleware,
-    Probe,
-    ProviderUnavailable,
-    SessionCaps,
-    TokenChecker,
-    Verdict,
-    acceptable_bearer,
-)
+from luma_mcp.admission import AdmissionMiddleware
+from luma_mcp.bearer import acceptable_bearer
 from luma_mcp.client import LumaClient, RetryPolicy
 from luma_mcp.config import Settings, split_list
 from luma_mcp.errors import CONSOLE_URL, LumaBalanceError, LumaError
@@ -50,6 +43,8 @@ from luma_mcp.http_limits import ConnectionGuard, budget_connections, rate_limit
 from luma_mcp.http_shutdown import CountPosts, DrainingServer, PostsInFlight
 from luma_mcp.server import create_server
 from luma_mcp.service import tenant_of
+from luma_mcp.session_caps import SessionCaps
+from luma_mcp.token_checks import Probe, ProviderUnavailable, TokenChecker, Verdict
 from luma_mcp.waiting import SHUTDOWN_GRACE_SECONDS
 
 log = logging.getLogger(__name__)

@@ -17,10 +17,10 @@ import httpx
 import pytest
 from mcp_types.version import LATEST_MODERN_VERSION
 
-from luma_mcp.admission import client_key
 from luma_mcp.results import TaskResult
 from luma_mcp.service import tenant_of
 from luma_mcp.simulator import SimulatorServer
+from luma_mcp.token_checks import client_key
 
 from ..helpers.http import (
     INITIALIZE,
