@@ -22,7 +22,7 @@ from mcp.shared.inbound import MCP_PROTOCOL_VERSION_HEADER
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from luma_mcp.bearer import acceptable_bearer
+from luma_mcp.bearer import MAX_BEARER_LENGTH, acceptable_bearer
 from luma_mcp.session_caps import SESSION_REFUSAL, SessionCaps, SessionRefusal
 from luma_mcp.token_checks import TokenChecker, Unsure
 
@@ -88,7 +88,9 @@ class AdmissionMiddleware:
             return
         token = _bearer(scope)
         if token is not None and not acceptable_bearer(token):
-            await self._refuse(send, "The bearer token must be printable ASCII (no spaces), at most 512 characters.")
+            await self._refuse(
+                send, f"The bearer token must be printable ASCII (no spaces), at most {MAX_BEARER_LENGTH} characters."
+            )
             return
         if token is not None and self.checker is not None:
             client = scope.get("client")
