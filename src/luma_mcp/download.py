@@ -158,6 +158,7 @@ async def save(
 ) -> SavedFile:
     """Stream `url` into `target`; see the module docstring for the guarantees. Progress goes
     to `report` a few times a second (and once at the end), as "`label`: 1.2 MB of 5.0 MB"."""
+    first_hop = check_url(url, api_base_url)  # before anything touches the disk
     if await anyio.Path(target).exists() and not overwrite:
         raise DownloadError(f"{target} already exists. Pass overwrite=true to replace it, or choose a filename.")
     folder = target.parent
@@ -166,7 +167,7 @@ async def save(
     size = 0
     try:
         await anyio.Path(folder).mkdir(parents=True, exist_ok=True)
-        async with checked_get(http, url, api_base_url) as response:
+        async with checked_get(http, first_hop, api_base_url) as response:
             if response.status_code != 200:
                 raise DownloadError(f"The file server answered HTTP {response.status_code} for {url}; try again later.")
             content_type = response.headers.get("content-type", "").split(";")[0].strip().lower()

@@ -3,7 +3,8 @@
 What this module guarantees, for `download.save` and anything else that fetches media:
 - `check_url` lets a hop through only if it is https, or plain http to the API's own host
   and port (`urls.origin`; where a simulator serves media), with a plain host (no userinfo).
-- `checked_get` follows redirects by hand, at most `MAX_REDIRECTS`, each hop checked again.
+- `checked_get` follows redirects from a checked URL by hand, at most `MAX_REDIRECTS`, each
+  hop checked again.
 - `guarded_client` connects only through `_GuardedBackend`: the host name is resolved once,
   every address it resolves to must pass `urls.is_public_address` (no loopback, private,
   link-local, shared, multicast, reserved or cloud metadata address, also when embedded in
@@ -142,9 +143,10 @@ def guarded_client(api_base_url: str, timeout: float) -> httpx.AsyncClient:
 
 
 @contextlib.asynccontextmanager
-async def checked_get(http: httpx.AsyncClient, url: str, api_base_url: str) -> AsyncIterator[httpx.Response]:
-    """GET `url`, following at most MAX_REDIRECTS redirects by hand, each hop checked."""
-    current = check_url(url, api_base_url)
+async def checked_get(http: httpx.AsyncClient, url: httpx.URL, api_base_url: str) -> AsyncIterator[httpx.Response]:
+    """GET `url` (a hop `check_url` let through), following at most MAX_REDIRECTS redirects
+    by hand, each of them checked."""
+    current = url
     for _ in range(MAX_REDIRECTS + 1):
         response = await http.send(http.build_request("GET", current), stream=True)
         if response.status_code not in _REDIRECTS or "location" not in response.headers:

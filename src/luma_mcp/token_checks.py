@@ -40,6 +40,7 @@ _V = TypeVar("_V")
 
 
 def token_digest(token: str) -> bytes:
+    """What a bearer is kept and compared as (verdicts here, access keys in `http_app`): never the token."""
     return hashlib.sha256(token.encode()).digest()
 
 

@@ -21,6 +21,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from luma_mcp import download as media
 from luma_mcp import guarded_http
 from luma_mcp.errors import DownloadError
 from luma_mcp.server import create_server
@@ -209,6 +210,24 @@ def test_the_apis_own_origin_is_one_rule_for_downloads_and_caller_urls(url: str,
             guarded_http.check_url(url, API_ORIGIN_URL)
         with pytest.raises(UnsafeUrl, match="cannot reach"):
             check_caller_url("video_url", url, allowed_origins={origin(API_ORIGIN_URL)})
+
+
+async def test_save_refuses_a_bad_first_hop_before_touching_the_disk(tmp_path: Path) -> None:
+    """`download.save` checks the URL it is given before anything else, as it checks each redirect:
+    its callers need no check of their own."""
+    folder = tmp_path / "not-yet"
+    async with media.guarded_client(API_ORIGIN_URL, 5) as http:
+        with pytest.raises(DownloadError, match="is not https"):
+            await media.save(
+                http,
+                "http://127.0.0.2:8123/v.mp4",
+                folder / "v.mp4",
+                accept=("video/",),
+                max_bytes=MB,
+                overwrite=False,
+                api_base_url=API_ORIGIN_URL,
+            )
+    assert not folder.exists()
 
 
 # --- item 7: remote callers, quotas ---------------------------------------------------
