@@ -1,8 +1,9 @@
 """Saving a finished video (or its thumbnail) to a local folder, safely.
 
 The URL always comes from the task's own result (the caller never supplies one), and it is
-fetched through `guarded_http` (re-exported here: `check_url`, `guarded_client`): every hop
-checked, every address resolved once and public, no proxy, no credentials.
+fetched through `guarded_http` (re-exported here: `check_url`, `guarded_client`): the URL
+`save` is given is checked before anything touches the disk, and so is every redirect; every
+address is resolved once and must be public; no proxy, no credentials.
 
 The file name is a plain name inside the configured folder: no separators, no `..`, no
 absolute paths, no links. Bytes are streamed to a hidden temporary file beside the target,
@@ -31,11 +32,10 @@ import anyio
 import httpx
 
 from luma_mcp.errors import DownloadError
-from luma_mcp.guarded_http import MAX_REDIRECTS, check_url, checked_get, guarded_client
+from luma_mcp.guarded_http import check_url, checked_get, guarded_client
 from luma_mcp.waiting import Report
 
 __all__ = [
-    "MAX_REDIRECTS",
     "SavedFile",
     "check_url",
     "folder_usage",
