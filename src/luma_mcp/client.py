@@ -28,6 +28,7 @@ from tenacity import (
 )
 
 from luma_mcp import __version__
+from luma_mcp.bearer import MAX_BEARER_LENGTH, acceptable_bearer
 from luma_mcp.config import Settings
 from luma_mcp.errors import (
     LumaAuthError,
@@ -244,8 +245,11 @@ class LumaClient:
             else "Try again in a moment."
         )
         token = self._token.get_secret_value()
-        if not (token.isascii() and token.isprintable()):
-            raise LumaAuthError("The API token holds characters an HTTP header cannot carry, so nothing was sent")
+        if not acceptable_bearer(token):
+            raise LumaAuthError(
+                "The API token has a space, control or non-ASCII character, or is over "
+                f"{MAX_BEARER_LENGTH} characters: it cannot be sent as a bearer token, so nothing was sent"
+            )
         headers = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
         http = self._submit_client() if starts_work else self._client()
         try:

@@ -12,6 +12,8 @@ import platformdirs
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from luma_mcp.bearer import MAX_BEARER_LENGTH, acceptable_bearer
+
 AspectRatio = Literal["16:9", "9:16", "1:1", "4:3", "3:4", "21:9", "9:21"]
 ASPECT_RATIOS: tuple[AspectRatio, ...] = ("16:9", "9:16", "1:1", "4:3", "3:4", "21:9", "9:21")
 
@@ -138,11 +140,12 @@ class Settings(BaseSettings):
                 if line.strip() and not line.lstrip().startswith("#")
             ]
         for source, key in keys:
-            # A bearer token is printable ASCII without spaces: any other key could never match.
-            if not (key.isascii() and key.isprintable()) or any(c.isspace() for c in key):
+            # The edge refuses any other bearer (`bearer`): such a key could never match.
+            if not acceptable_bearer(key):
                 raise SettingsError(
-                    f"The access key at {source} has a space, control or non-ASCII character, so no client "
-                    "could ever send it as a bearer token: use letters, digits and punctuation only."
+                    f"The access key at {source} has a space, control or non-ASCII character, or is over "
+                    f"{MAX_BEARER_LENGTH} characters, so no client could ever send it as a bearer token: use "
+                    "letters, digits and punctuation only."
                 )
         if not keys and (self.api_keys is not None or self.api_keys_file is not None):
             where = "LUMA_MCP_API_KEYS_FILE" if self.api_keys_file is not None else "LUMA_MCP_API_KEYS"

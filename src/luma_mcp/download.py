@@ -1,15 +1,9 @@
 """Saving a finished video (or its thumbnail) to a local folder, safely.
 
-The URL always comes from the task's own result (the caller never supplies one), and
-every hop is checked the same way: https, or plain http to the API's own host and port
-(where a simulator serves media). Redirects are followed by hand, at most
-`MAX_REDIRECTS`, each hop checked again. Connections go through `guarded_client`: the host
-name is resolved once, every address it resolves to must be public (no loopback, private,
-link-local, shared, multicast, reserved or cloud metadata address, also when embedded in
-IPv6), and the connection is made to exactly those checked addresses, so a name cannot
-resolve to something else between the check and the connect. Only the API's own host and
-port are exempt: the operator chose it. No proxy from the environment is used, and no
-credentials are sent.
+The URL always comes from the task's own result (the caller never supplies one), and it is
+fetched through `guarded_http` (re-exported here: `check_url`, `guarded_client`): the URL
+`save` is given is checked before anything touches the disk, and so is every redirect; every
+address is resolved once and must be public; no proxy, no credentials.
 
 The file name is a plain name inside the configured folder: no separators, no `..`, no
 absolute paths, no links. Bytes are streamed to a hidden temporary file beside the target,
@@ -25,36 +19,37 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import functools
 import hashlib
-import ipaddress
 import os
 import re
 import secrets
-import socket
-import ssl
 import time
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, cast
 
 import anyio
 import httpx
 
-from luma_mcp import __version__, urls
 from luma_mcp.errors import DownloadError
+from luma_mcp.guarded_http import check_url, checked_get, guarded_client
 from luma_mcp.waiting import Report
 
-if TYPE_CHECKING:  # httpx imports httpcore only when a transport is made: so do we
-    import httpcore
+__all__ = [
+    "SavedFile",
+    "check_url",
+    "folder_usage",
+    "guarded_client",
+    "human_size",
+    "one_at_a_time",
+    "safe_target",
+    "save",
+]
 
 CHUNK = 64 * 1024
-MAX_REDIRECTS = 5
 PROGRESS_SECONDS = 0.25  # at most four progress notifications a second, and always the last
 SPACE_CHECK_BYTES = 1024 * 1024  # how often (in bytes written) the free space is looked at again
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._()-]{0,150}$")
-_REDIRECTS = (301, 302, 303, 307, 308)
 
 
 @dataclass(frozen=True)
@@ -63,120 +58,6 @@ class SavedFile:
     size: int
     sha256: str
     content_type: str
-
-
-# --- which URLs and addresses may be fetched --------------------------------------------
-
-
-def _origin(url: httpx.URL) -> tuple[str, int]:
-    port = url.port or (443 if url.scheme == "https" else 80)
-    return url.host.lower().rstrip("."), port
-
-
-def check_url(url: str, api_base_url: str) -> httpx.URL:
-    """The URL, if this hop may be fetched: https, or http to the API's own host and port."""
-    try:
-        parsed = httpx.URL(url)
-    except (httpx.InvalidURL, ValueError):
-        raise DownloadError(f"The task's media URL {url!r} is not a valid URL; refusing to fetch it.") from None
-    if not parsed.host or parsed.userinfo:
-        raise DownloadError(f"The task's media URL {url} has no plain host; refusing to fetch it.")
-    if parsed.scheme == "https":
-        return parsed
-    if parsed.scheme == "http" and _origin(parsed) == _origin(httpx.URL(api_base_url)):
-        return parsed
-    raise DownloadError(f"The task's media URL {url} is not https; refusing to fetch it.")
-
-
-def is_public_address(address: str) -> bool:
-    """Whether a resolved address (as getaddrinfo gives it) may be connected to: the one
-    address rule, `urls.is_public_address`."""
-    return urls.is_public_address(ipaddress.ip_address(address.split("%", 1)[0]))
-
-
-class _GuardedBackend:
-    """An httpcore network backend (its interface, by duck typing: httpcore is imported only
-    when a download starts) that resolves each host once, refuses it unless every address is
-    public, then connects to those same addresses (no second lookup an attacker's DNS could
-    answer differently)."""
-
-    def __init__(self, exempt: tuple[str, int]) -> None:
-        import httpcore
-
-        self._exempt = exempt
-        self._inner = httpcore.AnyIOBackend()
-
-    async def connect_tcp(
-        self,
-        host: str,
-        port: int,
-        timeout: float | None = None,  # noqa: ASYNC109 (httpcore's interface)
-        local_address: str | None = None,
-        socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
-    ) -> httpcore.AsyncNetworkStream:
-        if (host.lower().rstrip("."), port) == self._exempt:
-            return await self._inner.connect_tcp(host, port, timeout, local_address, socket_options)
-        try:
-            with anyio.fail_after(timeout):
-                infos = await anyio.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-        except (OSError, TimeoutError):
-            raise DownloadError(f"The media host {host} could not be resolved; try again later.") from None
-        addresses = list(dict.fromkeys(str(info[4][0]) for info in infos))
-        refused = [a for a in addresses if not is_public_address(a)]
-        if refused or not addresses:
-            raise DownloadError(
-                f"The media host {host} resolves to {', '.join(refused) or 'nothing'}, which is not a public "
-                "address; refusing to connect. The task's result cannot be saved from here: use its video_url."
-            )
-        import httpcore
-
-        failure: Exception | None = None
-        for address in addresses:
-            try:
-                return await self._inner.connect_tcp(address, port, timeout, local_address, socket_options)
-            except (httpcore.ConnectError, httpcore.ConnectTimeout) as exc:
-                failure = exc
-        assert failure is not None
-        raise failure
-
-    async def connect_unix_socket(
-        self,
-        path: str,
-        timeout: float | None = None,  # noqa: ASYNC109 (httpcore's interface)
-        socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
-    ) -> httpcore.AsyncNetworkStream:
-        raise DownloadError("Downloads never use unix sockets.")
-
-    async def sleep(self, seconds: float) -> None:
-        await self._inner.sleep(seconds)
-
-
-@functools.cache
-def _tls_context() -> ssl.SSLContext:
-    """httpx's default verification (certifi's CAs), loaded once: loading takes tens of ms."""
-    return httpx.create_ssl_context(trust_env=False)
-
-
-def guarded_client(api_base_url: str, timeout: float) -> httpx.AsyncClient:
-    """An HTTP client for media downloads whose connections pass `_GuardedBackend`: no
-    environment proxy (it would hide the real destination), no cookies or credentials."""
-    import httpcore
-
-    transport = httpx.AsyncHTTPTransport(trust_env=False)
-    # httpx takes no network backend; give its transport a pool built on ours (httpcore's
-    # public API), with the same TLS verification httpx would use.
-    transport._pool = httpcore.AsyncConnectionPool(
-        ssl_context=_tls_context(),
-        max_connections=4,
-        network_backend=cast("httpcore.AsyncNetworkBackend", _GuardedBackend(_origin(httpx.URL(api_base_url)))),
-    )
-    return httpx.AsyncClient(
-        transport=transport,
-        timeout=timeout,
-        follow_redirects=False,
-        trust_env=False,
-        headers={"User-Agent": f"luma-mcp/{__version__}"},
-    )
 
 
 # --- names, space and quotas -----------------------------------------------------------
@@ -277,6 +158,7 @@ async def save(
 ) -> SavedFile:
     """Stream `url` into `target`; see the module docstring for the guarantees. Progress goes
     to `report` a few times a second (and once at the end), as "`label`: 1.2 MB of 5.0 MB"."""
+    first_hop = check_url(url, api_base_url)  # before anything touches the disk
     if await anyio.Path(target).exists() and not overwrite:
         raise DownloadError(f"{target} already exists. Pass overwrite=true to replace it, or choose a filename.")
     folder = target.parent
@@ -285,7 +167,7 @@ async def save(
     size = 0
     try:
         await anyio.Path(folder).mkdir(parents=True, exist_ok=True)
-        async with _get(http, url, api_base_url) as response:
+        async with checked_get(http, first_hop, api_base_url) as response:
             if response.status_code != 200:
                 raise DownloadError(f"The file server answered HTTP {response.status_code} for {url}; try again later.")
             content_type = response.headers.get("content-type", "").split(";")[0].strip().lower()
@@ -332,27 +214,6 @@ async def save(
         with contextlib.suppress(OSError), anyio.CancelScope(shield=True):
             await anyio.Path(partial).unlink()
     return SavedFile(path=target, size=size, sha256=digest.hexdigest(), content_type=content_type)
-
-
-@contextlib.asynccontextmanager
-async def _get(http: httpx.AsyncClient, url: str, api_base_url: str) -> AsyncIterator[httpx.Response]:
-    """GET `url`, following at most MAX_REDIRECTS redirects by hand, each hop checked."""
-    current = check_url(url, api_base_url)
-    for _ in range(MAX_REDIRECTS + 1):
-        response = await http.send(http.build_request("GET", current), stream=True)
-        if response.status_code not in _REDIRECTS or "location" not in response.headers:
-            try:
-                yield response
-            finally:
-                await response.aclose()
-            return
-        location = response.headers["location"]  # httpx has refused one that is not a valid URL
-        await response.aclose()
-        try:
-            current = check_url(str(current.join(location)), api_base_url)
-        except DownloadError as exc:
-            raise DownloadError(f"{url} redirected elsewhere: {exc}") from None
-    raise DownloadError(f"{url} redirected more than {MAX_REDIRECTS} times; not saved. Try again later.")
 
 
 def _place(partial: Path, target: Path, overwrite: bool) -> None:

@@ -13,7 +13,6 @@ start. DNS-rebinding protection (Host and Origin checks) is always on.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import hmac
 import ipaddress
 import logging
@@ -34,15 +33,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from luma_mcp import __version__
-from luma_mcp.admission import (
-    AdmissionMiddleware,
-    Probe,
-    ProviderUnavailable,
-    SessionCaps,
-    TokenChecker,
-    Verdict,
-    acceptable_bearer,
-)
+from luma_mcp.admission import AdmissionMiddleware
+from luma_mcp.bearer import acceptable_bearer
 from luma_mcp.caller import tenant_of
 from luma_mcp.client import LumaClient, RetryPolicy
 from luma_mcp.config import Settings, split_list
@@ -50,6 +42,8 @@ from luma_mcp.errors import CONSOLE_URL, LumaBalanceError, LumaError
 from luma_mcp.http_limits import ConnectionGuard, budget_connections, rate_limit_logs
 from luma_mcp.http_shutdown import CountPosts, DrainingServer, PostsInFlight
 from luma_mcp.server import create_server
+from luma_mcp.session_caps import SessionCaps
+from luma_mcp.token_checks import Probe, ProviderUnavailable, TokenChecker, Verdict, token_digest
 from luma_mcp.waiting import SHUTDOWN_GRACE_SECONDS
 
 log = logging.getLogger(__name__)
@@ -72,12 +66,12 @@ class AccessKeyVerifier(TokenVerifier):
     def __init__(self, keys: list[str]) -> None:
         if not keys:
             raise ConfigurationError("No access keys configured: set LUMA_MCP_API_KEYS or LUMA_MCP_API_KEYS_FILE.")
-        self._digests = [hashlib.sha256(key.encode()).digest() for key in keys]
+        self._digests = [token_digest(key) for key in keys]
 
     async def verify_token(self, token: str) -> AccessToken | None:
         if not acceptable_bearer(token):
             return None
-        digest = hashlib.sha256(token.encode()).digest()
+        digest = token_digest(token)
         matched = False
         for known in self._digests:  # every key compared, match or not: no timing signal
             matched |= hmac.compare_digest(digest, known)

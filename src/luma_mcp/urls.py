@@ -6,7 +6,7 @@ Guarantees:
   multicast, reserved or unspecified; metadata services such as 169.254.169.254 and
   fd00:ec2::254 are link-local or unique-local), judging IPv6 forms that carry an IPv4
   address (mapped, compatible, 6to4, NAT64, both ends of Teredo) by that IPv4 address.
-  Caller URLs here and every address a download connects to (`download`) use it.
+  Caller URLs here and every address a download connects to (`guarded_http`) use it.
 - `literal_address` reads a URL's host the way HTTP stacks do before any DNS: IPv6 in
   brackets (a zone id ignored), IPv4 in every form `inet_aton` accepts (decimal
   `2130706433`, hex `0x7f000001`, octal `0177.0.0.1`, short `127.1`), after percent- and
@@ -44,8 +44,11 @@ class UnsafeUrl(ValueError):
     """A caller-supplied URL that is not passed on; the message says what to pass instead."""
 
 
-def is_public_address(address: Address) -> bool:
-    """True only for an address reachable from the public internet."""
+def is_public_address(address: Address | str) -> bool:
+    """True only for an address reachable from the public internet. A string is read as
+    getaddrinfo gives it (an IPv6 zone id, `%eth0`, names an interface and is ignored)."""
+    if isinstance(address, str):
+        address = ipaddress.ip_address(address.split("%", 1)[0])
     if isinstance(address, ipaddress.IPv6Address):
         if address.teredo is not None:  # a tunnel: both ends it names must be public
             return all(is_public_address(end) for end in address.teredo)
@@ -94,7 +97,9 @@ def is_local_name(name: str) -> bool:
 
 
 def origin(url: str) -> tuple[str, int | None]:
-    """A URL's (normalised host, port): what `allowed_origins` lists. Raises ValueError if it does not parse."""
+    """A URL's (normalised host, port), the port its scheme's default when none is given: the
+    one origin rule, for `allowed_origins` here and the API's own host in `guarded_http`.
+    Raises ValueError if it does not parse."""
     parts = urlsplit(url)
     return normalize_host(parts.hostname or ""), parts.port or _DEFAULT_PORTS.get(parts.scheme)
 

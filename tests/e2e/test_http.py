@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import signal
 import sqlite3
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -278,3 +280,15 @@ async def test_over_http_downloads_are_off_and_the_answer_gives_the_url(
     assert video_url in text_of(result)
     assert not any(r.path.startswith("/media/") for r in sim_server.simulator.requests)
     assert files_in(private_folders / "videos") == []
+
+
+def test_the_stdio_path_imports_none_of_the_http_edge() -> None:
+    """HTTP-only modules stay off the stdio server's cold start (they are imported by `cli`
+    only for --transport http)."""
+    code = "import sys, luma_mcp.cli; print(','.join(m for m in sys.modules if m.startswith('luma_mcp')))"
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    modules = set(loaded.stdout.strip().split(","))
+    assert "luma_mcp.server" in modules  # the probe sees the stdio path
+    http_only = {"luma_mcp.http_app", "luma_mcp.admission", "luma_mcp.token_checks", "luma_mcp.session_caps"}
+    http_only |= {"luma_mcp.http_limits", "luma_mcp.http_shutdown"}
+    assert modules.isdisjoint(http_only), modules & http_only

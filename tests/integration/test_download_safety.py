@@ -22,9 +22,11 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from luma_mcp import download as media
+from luma_mcp import guarded_http
 from luma_mcp.errors import DownloadError
 from luma_mcp.server import create_server
 from luma_mcp.simulator import SAMPLE_MP4, ServerThread, Simulator, SimulatorServer
+from luma_mcp.urls import UnsafeUrl, check_caller_url, is_public_address, origin
 
 from ..helpers.common import FAST_SCHEDULE, make_settings, text_of
 from ..helpers.downloads import download, files_in, finished_task
@@ -175,12 +177,57 @@ async def test_redirects_on_the_api_host_are_followed_a_few_times(
     ],
 )  # fmt: skip
 def test_addresses_that_are_not_public(address: str) -> None:
-    assert not media.is_public_address(address)
+    assert not is_public_address(address)
 
 
 @pytest.mark.parametrize("address", ["8.8.8.8", "1.1.1.1", "2606:4700:4700::1111", "64:ff9b::808:808"])
 def test_public_addresses(address: str) -> None:
-    assert media.is_public_address(address)
+    assert is_public_address(address)
+
+
+API_ORIGIN_URL = "http://127.0.0.1:8123"
+
+
+@pytest.mark.parametrize(
+    ("url", "own"),
+    [
+        ("http://127.0.0.1:8123/media/v.mp4", True),
+        ("HTTP://127.0.0.1.:8123/media/v.mp4", True),  # scheme case and a trailing dot
+        ("http://127.0.0.1:8124/media/v.mp4", False),  # another port
+        ("http://127.0.0.1/media/v.mp4", False),  # no port is http's 80, not the API's
+        ("http://127.0.0.2:8123/media/v.mp4", False),  # another host
+    ],
+)
+def test_the_apis_own_origin_is_one_rule_for_downloads_and_caller_urls(url: str, own: bool) -> None:
+    """Plain http is allowed to the API's own host and port only, read the same way by the
+    download hop check and the caller URL check (`urls.origin`)."""
+    assert (origin(url) == origin(API_ORIGIN_URL)) is own
+    if own:
+        guarded_http.check_url(url, API_ORIGIN_URL)
+        check_caller_url("video_url", url, allowed_origins={origin(API_ORIGIN_URL)})
+    else:
+        with pytest.raises(DownloadError, match="is not https"):
+            guarded_http.check_url(url, API_ORIGIN_URL)
+        with pytest.raises(UnsafeUrl, match="cannot reach"):
+            check_caller_url("video_url", url, allowed_origins={origin(API_ORIGIN_URL)})
+
+
+async def test_save_refuses_a_bad_first_hop_before_touching_the_disk(tmp_path: Path) -> None:
+    """`download.save` checks the URL it is given before anything else, as it checks each redirect:
+    its callers need no check of their own."""
+    folder = tmp_path / "not-yet"
+    async with media.guarded_client(API_ORIGIN_URL, 5) as http:
+        with pytest.raises(DownloadError, match="is not https"):
+            await media.save(
+                http,
+                "http://127.0.0.2:8123/v.mp4",
+                folder / "v.mp4",
+                accept=("video/",),
+                max_bytes=MB,
+                overwrite=False,
+                api_base_url=API_ORIGIN_URL,
+            )
+    assert not folder.exists()
 
 
 # --- item 7: remote callers, quotas ---------------------------------------------------
@@ -369,9 +416,9 @@ async def test_the_connection_goes_to_the_address_that_was_checked(monkeypatch: 
 
     monkeypatch.setattr(anyio, "getaddrinfo", rebinding_dns)
     monkeypatch.setattr(anyio_sockets, "getaddrinfo", rebinding_dns)  # what anyio.connect_tcp would ask
-    monkeypatch.setattr(media, "is_public_address", lambda address: address == "127.0.0.3")
+    monkeypatch.setattr(guarded_http, "is_public_address", lambda address: address == "127.0.0.3")
     try:
-        backend = media._GuardedBackend(exempt=("api.example", 443))
+        backend = guarded_http._GuardedBackend(exempt=("api.example", 443))
         stream = await backend.connect_tcp("rebind.example", checked.port, timeout=5)
         await stream.aclose()
         assert lookups == ["rebind.example"] and checked.connections() == 1
