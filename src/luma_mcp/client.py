@@ -1,31 +1,17 @@
 """The Luma API client: one pooled `httpx.AsyncClient`, typed bodies, one error family.
 
-Reads (`POST /luma/tasks`) are retried on transient failures with exponential backoff
-and jitter, honouring `Retry-After`, bounded in attempts and in total time. Submits
-(`POST /luma/videos`) start a paid generation, so they are retried only when the request
-provably never reached the server (the connection could not be made).
+Reads (`POST /luma/tasks`) and submits (`POST /luma/videos`, a paid generation) are tried
+again by the rules in `retries`.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 from typing import Any, TypeVar
 
 import httpx
 from pydantic import BaseModel, SecretStr, ValidationError
-from tenacity import (
-    AsyncRetrying,
-    RetryCallState,
-    retry_if_exception,
-    stop_after_attempt,
-    stop_before_delay,
-    wait_exponential_jitter,
-)
 
 from luma_mcp import __version__
 from luma_mcp.bearer import MAX_BEARER_LENGTH, acceptable_bearer
@@ -36,13 +22,13 @@ from luma_mcp.errors import (
     LumaConfigError,
     LumaConnectionError,
     LumaError,
-    LumaRateLimitError,
     LumaRequestError,
     LumaResponseError,
     LumaTimeoutError,
     error_from_response,
 )
 from luma_mcp.models import Accepted, RetrieveBatchRequest, RetrieveRequest, TaskBatch, TaskRecord, VideoRequest
+from luma_mcp.retries import RetryPolicy, never_reached_server, retry_after, transient, with_retries
 
 log = logging.getLogger(__name__)
 
@@ -54,34 +40,6 @@ TOKEN_CHECK_ID = "00000000-0000-0000-0000-000000000000"  # noqa: S105 (a task id
 _MIN_REDACTED_LENGTH = 8
 
 _M = TypeVar("_M", bound=BaseModel)
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    """How task reads are retried. `attempts` counts retries, not the first try."""
-
-    attempts: int = 4
-    backoff: float = 1.0
-    total_seconds: float = 20.0
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> RetryPolicy:
-        return cls(settings.max_retries, settings.retry_backoff_seconds, settings.retry_max_seconds)
-
-
-def _retry_after(headers: httpx.Headers) -> float | None:
-    value = headers.get("retry-after")
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, (when - datetime.now(UTC)).total_seconds())
 
 
 class LumaClient:
@@ -175,15 +133,15 @@ class LumaClient:
     async def submit(self, request: VideoRequest) -> Accepted:
         """Start a generation in async mode and return its task id. Never retried once sent."""
         body = request.model_copy(update={"async_": True}).to_body()
-        data = await self._with_retries(
-            lambda: self._post(VIDEOS_PATH, body, starts_work=True), retryable=_never_reached_server
+        data = await with_retries(
+            self._retry, lambda: self._post(VIDEOS_PATH, body, starts_work=True), retryable=never_reached_server
         )
         return self._parse(Accepted, data, "the submit answer has no task_id")
 
     async def get_task(self, task_id: str) -> TaskRecord | None:
         """One task, or None when the API does not know the id (it answers `{}`)."""
         body = RetrieveRequest(id=task_id).to_body()
-        data = await self._with_retries(lambda: self._post(TASKS_PATH, body), retryable=_transient)
+        data = await with_retries(self._retry, lambda: self._post(TASKS_PATH, body), retryable=transient)
         if not data:
             return None
         return self._parse(TaskRecord, data, "the task record is malformed")
@@ -195,7 +153,7 @@ class LumaClient:
         if len(task_ids) > MAX_BATCH:
             raise ValueError(f"at most {MAX_BATCH} task ids per batch")
         body = RetrieveBatchRequest(ids=task_ids).to_body()
-        data = await self._with_retries(lambda: self._post(TASKS_PATH, body), retryable=_transient)
+        data = await with_retries(self._retry, lambda: self._post(TASKS_PATH, body), retryable=transient)
         batch = self._parse(TaskBatch, data, "the batch answer is malformed")
         return {record.id: record for record in batch.items}
 
@@ -216,22 +174,6 @@ class LumaClient:
         return None
 
     # --- plumbing ------------------------------------------------------------------
-
-    async def _with_retries(
-        self, call: Callable[[], Awaitable[dict[str, Any]]], retryable: Callable[[BaseException], bool]
-    ) -> dict[str, Any]:
-        policy = self._retry
-        retrying = AsyncRetrying(
-            retry=retry_if_exception(retryable),
-            stop=stop_after_attempt(policy.attempts + 1) | stop_before_delay(policy.total_seconds),
-            wait=_wait_for(policy.backoff),
-            before_sleep=_log_retry,
-            reraise=True,
-        )
-        async for attempt in retrying:
-            with attempt:
-                return await call()
-        raise AssertionError("unreachable: tenacity re-raises the last error")  # pragma: no cover
 
     async def _post(self, path: str, body: dict[str, Any], starts_work: bool = False) -> dict[str, Any]:
         if not self.has_token:
@@ -295,7 +237,7 @@ class LumaClient:
                 raise error_from_response(response.status_code, content, content_type)
             return data
         raise error_from_response(
-            response.status_code, content, content_type, retry_after=_retry_after(response.headers)
+            response.status_code, content, content_type, retry_after=retry_after(response.headers)
         )
 
     def _redact(self, content: bytes) -> bytes:
@@ -317,29 +259,3 @@ class LumaClient:
             raise LumaResponseError(
                 f"The API answer was not understood: {what}", status_code=200, trace_id=trace
             ) from None
-
-
-def _transient(exc: BaseException) -> bool:
-    return isinstance(exc, LumaError) and exc.transient
-
-
-def _never_reached_server(exc: BaseException) -> bool:
-    return isinstance(exc, LumaConnectionError) and not exc.request_sent
-
-
-def _wait_for(backoff: float) -> Callable[[RetryCallState], float]:
-    exponential = wait_exponential_jitter(multiplier=backoff, max=backoff * 16, jitter=backoff)
-
-    def wait(state: RetryCallState) -> float:
-        exc = state.outcome.exception() if state.outcome else None
-        if isinstance(exc, LumaRateLimitError) and exc.retry_after is not None:
-            return exc.retry_after
-        return float(exponential(state))
-
-    return wait
-
-
-def _log_retry(state: RetryCallState) -> None:
-    exc = state.outcome.exception() if state.outcome else None
-    delay = state.next_action.sleep if state.next_action else 0.0
-    log.warning("Luma API attempt %d failed (%s); retrying in %.1f s", state.attempt_number, exc, delay)

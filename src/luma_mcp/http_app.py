@@ -36,11 +36,12 @@ from luma_mcp import __version__
 from luma_mcp.admission import AdmissionMiddleware
 from luma_mcp.bearer import acceptable_bearer
 from luma_mcp.caller import tenant_of
-from luma_mcp.client import LumaClient, RetryPolicy
+from luma_mcp.client import LumaClient
 from luma_mcp.config import Settings, split_list
 from luma_mcp.errors import CONSOLE_URL, LumaBalanceError, LumaError
 from luma_mcp.http_limits import ConnectionGuard, budget_connections, rate_limit_logs
 from luma_mcp.http_shutdown import CountPosts, DrainingServer, PostsInFlight
+from luma_mcp.retries import RetryPolicy
 from luma_mcp.server import create_server
 from luma_mcp.session_caps import SessionCaps
 from luma_mcp.token_checks import Probe, ProviderUnavailable, TokenChecker, Verdict, token_digest

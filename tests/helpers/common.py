@@ -9,9 +9,9 @@ from typing import Any
 
 from mcp.types import CallToolResult, TextContent
 
-from luma_mcp.client import RetryPolicy
 from luma_mcp.config import Settings
 from luma_mcp.ledger import Ledger, PostgresLedger, SQLiteLedger
+from luma_mcp.retries import RetryPolicy
 from luma_mcp.waiting import PollSchedule
 
 EXAMPLES = Path(__file__).parent.parent / "fixtures" / "luma-api-examples"

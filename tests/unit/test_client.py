@@ -10,7 +10,7 @@ import anyio
 import pytest
 from pydantic import SecretStr
 
-from luma_mcp.client import LumaClient, RetryPolicy
+from luma_mcp.client import LumaClient
 from luma_mcp.errors import (
     LumaAuthError,
     LumaBalanceError,
@@ -24,6 +24,7 @@ from luma_mcp.errors import (
     LumaTimeoutError,
 )
 from luma_mcp.models import ExtendRequest, GenerateRequest, TaskStatus, derive_status
+from luma_mcp.retries import RetryPolicy
 from luma_mcp.simulator import REFUSE_MARKER, Simulator, SimulatorServer
 
 from ..helpers.common import CANARY_TOKEN, FAST_RETRY
