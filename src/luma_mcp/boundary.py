@@ -27,7 +27,7 @@ from luma_mcp.waiting import Report
 T = TypeVar("T")
 
 
-async def video_service(ctx: Context[AppState]) -> VideoService:
+def video_service(ctx: Context[AppState]) -> VideoService:
     """The service for the caller of the current request; a caller that cannot be served
     (no token anywhere) gets the ToolError that says what to set."""
     state = ctx.request_context.lifespan_context

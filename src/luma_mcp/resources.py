@@ -16,7 +16,7 @@ from luma_mcp.state import AppState
 
 async def recent_tasks(ctx: Context[AppState], status: str | None = None) -> str:
     try:
-        service = await video_service(ctx)
+        service = video_service(ctx)
         rows, _ = await service.list(
             status=status or None, since=None, until=None, limit=20, cursor=None, refresh=False
         )
@@ -27,7 +27,7 @@ async def recent_tasks(ctx: Context[AppState], status: str | None = None) -> str
 
 async def task(task_id: str, ctx: Context[AppState]) -> str:
     try:
-        results = await (await video_service(ctx)).fetch([task_id])
+        results = await (video_service(ctx)).fetch([task_id])
     except (ToolError, LumaMcpError) as exc:
         raise ResourceError(str(exc)) from None
     if task_id not in results:

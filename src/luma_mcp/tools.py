@@ -128,7 +128,7 @@ def add_tools(mcp: MCPServer[AppState], settings: Settings) -> None:
         if (task_id is None) == (task_ids is None):
             raise ToolError("Pass task_id (one task) or task_ids (several), not both and not neither.")
         ids = list(dict.fromkeys([task_id] if task_id else task_ids or []))
-        service = await video_service(ctx)
+        service = video_service(ctx)
         results = await answer(service.fetch(ids))
         not_found = [i for i in ids if i not in results]
         if task_id is not None and not_found:
@@ -156,7 +156,7 @@ def add_tools(mcp: MCPServer[AppState], settings: Settings) -> None:
         idempotency_key: str | None,
         new_take: bool,
     ) -> CallToolResult:
-        service = await video_service(ctx)
+        service = video_service(ctx)
         report = reporter(ctx, wait_seconds)
         result = await answer(
             service.submit(request, idempotency_key=idempotency_key, new_take=new_take, report=report)
@@ -187,7 +187,7 @@ async def list_tasks(
     cursor: Annotated[str | None, Field(max_length=200, description="next_cursor of the previous page")] = None,
 ) -> Annotated[CallToolResult, TaskPage]:
     """Videos submitted from here, newest first (also from earlier conversations)."""
-    service = await video_service(ctx)
+    service = video_service(ctx)
     rows, next_cursor = await answer(
         service.list(status=status, since=since, until=until, limit=limit, cursor=cursor, refresh=True)
     )
@@ -203,7 +203,7 @@ async def download_video(
     overwrite: bool = False,
 ) -> Annotated[CallToolResult, SavedVideo]:
     """Save a finished task's MP4 (result URLs expire) into the download folder."""
-    service = await video_service(ctx)
+    service = video_service(ctx)
     saved = await answer(
         service.download(
             task_id, filename=filename, include_thumbnail=include_thumbnail, overwrite=overwrite, report=reporter(ctx)
