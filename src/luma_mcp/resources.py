@@ -27,7 +27,7 @@ async def recent_tasks(ctx: Context[AppState], status: str | None = None) -> str
 
 async def task(task_id: str, ctx: Context[AppState]) -> str:
     try:
-        results = await (video_service(ctx)).fetch([task_id])
+        results = await video_service(ctx).fetch([task_id])
     except (ToolError, LumaMcpError) as exc:
         raise ResourceError(str(exc)) from None
     if task_id not in results:
