@@ -91,7 +91,7 @@ class VideoService:
     ) -> None:
         self.settings = settings
         self.luma = luma
-        self.ledger = ledger
+        self.ledger = ledger.for_tenant(tenant)  # every ledger call of this service is this tenant's
         self.schedule = schedule
         self.reads = reads
         self.tenant = tenant
@@ -113,7 +113,6 @@ class VideoService:
         """
         settings = self.settings
         reservation = await self.ledger.reserve(
-            self.tenant,
             request.action,
             request.to_body(),
             idempotency_key=idempotency_key,
@@ -247,7 +246,7 @@ class VideoService:
         these tasks' ledger rows, when the caller has just read them."""
         if known is None:
             try:
-                known = await self.ledger.find(self.tenant, task_ids)
+                known = await self.ledger.find(task_ids)
             except LedgerUnavailable as exc:  # the API still knows every task (and whose it is)
                 log.debug("answering from the API alone: %s", exc)  # the ledger logs each failure once
                 known = {}
@@ -266,7 +265,7 @@ class VideoService:
         # Write only what moved on: a poll that finds the task still generating costs no write
         # lock, which is what several processes sharing one ledger contend for.
         try:
-            await self.ledger.record(self.tenant, [r for i, r in fetched.items() if _moved_on(known.get(i), r)])
+            await self.ledger.record([r for i, r in fetched.items() if _moved_on(known.get(i), r)])
         except LedgerUnavailable as exc:  # a cache of what upstream said: the read still answers
             log.debug("statuses not recorded: %s", exc)  # the ledger logs each store failure once
         # A task we submitted but upstream does not (yet) return: our last known state.
@@ -309,7 +308,6 @@ class VideoService:
                 # too, refresh them below, and keep the ones that match.
                 statuses |= {TaskStatus.PENDING, TaskStatus.PROCESSING}
         entries, next_cursor = await self.ledger.recent(
-            self.tenant,
             statuses=statuses,
             since=_timestamp("since", since),
             until=_timestamp("until", until),

@@ -37,7 +37,8 @@ def old_ledger(tmp_path: Path) -> Path:
 async def test_every_row_of_an_old_ledger_reads(old_ledger: Path, sim_server: SimulatorServer) -> None:
     ledger = open_ledger(make_settings(sim_server.url, LUMA_LEDGER_PATH=str(old_ledger)))
     try:
-        entries, _ = await ledger.recent("", limit=100)
+        own = ledger.for_tenant("")
+        entries, _ = await own.recent(limit=100)
         by_prompt = {e.prompt: e for e in entries}
         assert set(by_prompt) == {
             "a fox in snow",
@@ -58,7 +59,7 @@ async def test_every_row_of_an_old_ledger_reads(old_ledger: Path, sim_server: Si
         assert by_prompt["lost one"].state is SubmitState.LOST
         # Left `sending` by a kill long ago: it cannot still be in flight.
         assert by_prompt["killed while sending"].state is SubmitState.LOST
-        assert [e.task_id for e in (await ledger.recent("9" * 64))[0]] == ["task-other-tenant"]
+        assert [e.task_id for e in (await ledger.for_tenant("9" * 64).recent())[0]] == ["task-other-tenant"]
     finally:
         ledger.close()
 
