@@ -27,24 +27,12 @@ from luma_mcp.results import TaskResult
 from luma_mcp.server import create_server
 from luma_mcp.simulator import SimulatorServer
 
-from ..helpers.common import DEFAULT_EXPIRY, FAST_SCHEDULE, make_settings, open_store, text_of
+from ..helpers.common import DEFAULT_EXPIRY, FAST_SCHEDULE, make_settings, open_store, raw_sql, text_of
 from ..helpers.service import no_report, service_for
 
 pytestmark = pytest.mark.anyio
 
 PARAMS = {"action": "generate", "prompt": "a fox"}
-
-
-def raw_sql(store: str, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-    """Run SQL on the store behind the ledger's back, as another program (or an old version) would."""
-    if store.startswith("postgresql://"):
-        import psycopg
-
-        with psycopg.connect(store, autocommit=True) as db:
-            cursor = db.execute(sql.replace("?", "%s"), params)
-            return cursor.fetchall() if cursor.description else []
-    with sqlite3.connect(store) as db:
-        return db.execute(sql, params).fetchall()
 
 
 # --- item 4: a submit that sent nothing billable leaves no row --------------------------------
