@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import sqlite3
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -247,3 +249,21 @@ def test_two_ledgers_on_one_store_lose_nothing(store: str) -> None:
     assert len(rows) == 81  # 40 + 40 + one row for the shared key
     assert len({task_id for task_id, _ in rows if task_id}) == 80
     assert len(set(row_ids)) == 1
+
+
+def test_the_sqlite_path_never_imports_the_postgres_backend(tmp_path: Path) -> None:
+    """psycopg is optional, and the stdio server's cold start is budgeted: a server on SQLite,
+    its ledger opened and used, has imported neither psycopg nor `ledger.postgres`."""
+    code = (
+        "import sys, anyio\n"
+        "from luma_mcp.config import Settings\n"
+        "from luma_mcp.ledger import open_ledger\n"
+        "from luma_mcp.server import create_server\n"
+        f"settings = Settings(_env_file=None, LUMA_LEDGER_PATH={str(tmp_path / 'l.sqlite3')!r})\n"
+        "create_server(settings)\n"
+        "ledger = open_ledger(settings)\n"
+        "anyio.run(ledger.for_tenant('').recent)\n"
+        "print(sorted(m for m in sys.modules if m.startswith(('psycopg', 'luma_mcp.ledger.postgres'))))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    assert done.stdout.strip() == "[]", done.stdout + done.stderr

@@ -3,6 +3,8 @@
 - `rules`: the rules (reservations, duplicates, spending limits, the stale-`sending` rule,
   write order) and the entry type;
 - `tenant`: `TenantLedger`, one caller's view, where tenant isolation is enforced;
+- `store`: how a rule runs on a backend (one shielded transaction; a failing store as one
+  sentence naming the setting);
 - `queries`: every statement, written once; `records`: what a row stores (`StoredResult`);
 - `memory`: what the process holds when the store fails;
 - `sqlite` and `postgres`: the two backends (`postgres` is imported only when

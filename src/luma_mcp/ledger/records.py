@@ -51,7 +51,7 @@ class LedgerEntry:
 
 
 class StoredError(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", defer_build=True)  # built on first use, not at start-up
 
     code: str | None = None
     message: str
@@ -61,7 +61,7 @@ class StoredError(BaseModel):
 class StoredResult(BaseModel):
     """A task's latest known result, as a row keeps it."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", defer_build=True)  # built on first use, not at start-up
 
     task_id: str
     status: TaskStatus
