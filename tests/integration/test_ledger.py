@@ -221,8 +221,8 @@ def test_two_ledgers_on_one_store_lose_nothing(store: str) -> None:
     def writer(name: str) -> None:
         async def work() -> None:
             ledger = open_store(store)
+            own = ledger.for_tenant("")
             for i in range(40):
-                own = ledger.for_tenant("")
                 r = await own.reserve("generate", {"prompt": f"{name}-{i}"}, dedupe_window=300)
                 await own.accept(r.entry.row_id, f"{name}-{i}", pending(f"{name}-{i}"))
                 shared = await own.reserve("generate", PARAMS, idempotency_key="same-key")
