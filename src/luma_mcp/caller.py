@@ -2,7 +2,7 @@
 
 Tenant isolation is enforced here. A `Caller` holds what one tenant may use: the API client
 bound to their token (or the server's own), the ledger view scoped to their tenant (every
-statement carries it, see `Ledger.for_tenant`), their slice of recent reads, and their
+statement carries it, see `ledger.tenant`), their slice of recent reads, and their
 download folder. Code below the tools takes a `Caller`, never a tenant string, so it has no
 way to reach another tenant's rows, reads or files.
 
@@ -22,7 +22,7 @@ from pydantic import SecretStr
 from luma_mcp.client import LumaClient
 from luma_mcp.config import TOKEN_ENV
 from luma_mcp.errors import ServiceError
-from luma_mcp.ledger import Ledger
+from luma_mcp.ledger import TenantLedger
 from luma_mcp.state import AppState
 from luma_mcp.waiting import TenantReads
 
@@ -38,7 +38,7 @@ def tenant_of(token: str) -> str:
 class Caller:
     tenant: str
     luma: LumaClient  # spends this caller's token
-    ledger: Ledger  # this tenant's rows only
+    ledger: TenantLedger  # this tenant's rows only: every statement carries the tenant
     reads: TenantReads
     download_dir: Path  # this tenant's own folder on a shared server
     remote: bool  # on another machine (served over HTTP): a file saved here does not reach them
@@ -49,7 +49,7 @@ class Caller:
         return cls(
             tenant=tenant,
             luma=luma,
-            ledger=state.ledger,
+            ledger=state.ledger.for_tenant(tenant),
             reads=state.reads.for_tenant(tenant),
             # Each tenant of a shared server saves into its own folder.
             download_dir=settings.download_dir / tenant[:16] if tenant else settings.download_dir,

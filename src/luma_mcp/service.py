@@ -48,7 +48,7 @@ class VideoService:
         caller = self.caller
         if known is None:
             try:
-                known = await caller.ledger.find(caller.tenant, task_ids)
+                known = await caller.ledger.find(task_ids)
             except LedgerUnavailable as exc:  # the API still knows every task (and whose it is)
                 log.debug("answering from the API alone: %s", exc)  # the ledger logs each failure once
                 known = {}
@@ -67,7 +67,7 @@ class VideoService:
         # Write only what moved on: a poll that finds the task still generating costs no write
         # lock, which is what several processes sharing one ledger contend for.
         try:
-            await caller.ledger.record(caller.tenant, [r for i, r in fetched.items() if _moved_on(known.get(i), r)])
+            await caller.ledger.record([r for i, r in fetched.items() if _moved_on(known.get(i), r)])
         except LedgerUnavailable as exc:  # a cache of what upstream said: the read still answers
             log.debug("statuses not recorded: %s", exc)  # the ledger logs each store failure once
         # A task we submitted but upstream does not (yet) return: our last known state.
@@ -110,7 +110,6 @@ class VideoService:
                 # too, refresh them below, and keep the ones that match.
                 statuses |= {TaskStatus.PENDING, TaskStatus.PROCESSING}
         entries, next_cursor = await self.caller.ledger.recent(
-            self.caller.tenant,
             statuses=statuses,
             since=_timestamp("since", since),
             until=_timestamp("until", until),

@@ -48,7 +48,6 @@ async def submit_once(
 ) -> TaskResult:
     """Start a generation, or return the earlier one that answers this request."""
     reservation = await caller.ledger.reserve(
-        caller.tenant,
         request.action,
         request.to_body(),
         idempotency_key=idempotency_key,

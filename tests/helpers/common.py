@@ -4,6 +4,7 @@ settings for a server pointed at the simulator, a ledger opened on a store, a re
 from __future__ import annotations
 
 import json
+import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,19 @@ def open_store(store: str, **options: Any) -> Ledger:
     if store.startswith("postgresql://"):
         return PostgresLedger(store, **options)
     return SQLiteLedger(Path(store), **options)
+
+
+def raw_sql(store: str, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    """Run SQL (`?` placeholders) on a store behind the ledger's back, as another program (or an
+    old version) would."""
+    if store.startswith("postgresql://"):
+        import psycopg
+
+        with psycopg.connect(store, autocommit=True) as db:
+            cursor = db.execute(sql.replace("?", "%s"), params)
+            return cursor.fetchall() if cursor.description else []
+    with sqlite3.connect(store) as db:
+        return db.execute(sql, params).fetchall()
 
 
 def make_settings(url: str, token: str | None = CANARY_TOKEN, **env: Any) -> Settings:

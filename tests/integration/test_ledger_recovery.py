@@ -27,24 +27,12 @@ from luma_mcp.results import TaskResult
 from luma_mcp.server import create_server
 from luma_mcp.simulator import SimulatorServer
 
-from ..helpers.common import DEFAULT_EXPIRY, FAST_SCHEDULE, make_settings, open_store, text_of
+from ..helpers.common import DEFAULT_EXPIRY, FAST_SCHEDULE, make_settings, open_store, raw_sql, text_of
 from ..helpers.service import no_report, service_for
 
 pytestmark = pytest.mark.anyio
 
 PARAMS = {"action": "generate", "prompt": "a fox"}
-
-
-def raw_sql(store: str, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-    """Run SQL on the store behind the ledger's back, as another program (or an old version) would."""
-    if store.startswith("postgresql://"):
-        import psycopg
-
-        with psycopg.connect(store, autocommit=True) as db:
-            cursor = db.execute(sql.replace("?", "%s"), params)
-            return cursor.fetchall() if cursor.description else []
-    with sqlite3.connect(store) as db:
-        return db.execute(sql, params).fetchall()
 
 
 # --- item 4: a submit that sent nothing billable leaves no row --------------------------------
@@ -91,7 +79,8 @@ async def test_a_request_that_cannot_be_built_leaves_no_row(sim_server: Simulato
 
 async def test_refused_rows_of_older_versions_still_read(store: str, ledger: Ledger) -> None:
     """Older versions kept a `refused` row per refusal: still listed on request, never in the way."""
-    await ledger.recent("")  # creates the schema
+    own = ledger.for_tenant("")
+    await own.recent()  # creates the schema
     now = time.time()
     raw_sql(
         store,
@@ -99,8 +88,8 @@ async def test_refused_rows_of_older_versions_still_read(store: str, ledger: Led
         "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
         ("", "generate", json.dumps(PARAMS), "old", "refused", "Moderation said no", now, now),
     )
-    assert (await ledger.recent("", hide_refused=True))[0] == []
-    [old] = (await ledger.recent("", statuses={"refused"}))[0]
+    assert (await own.recent(hide_refused=True))[0] == []
+    [old] = (await own.recent(statuses={"refused"}))[0]
     assert old.state is SubmitState.REFUSED and old.error == "Moderation said no" and old.prompt == "a fox"
 
 
@@ -116,8 +105,8 @@ class FillingLedger(SQLiteLedger):
 
     fill_after_reserve = True
 
-    async def reserve(self, *args: Any, **kwargs: Any) -> Any:
-        reservation = await super().reserve(*args, **kwargs)
+    async def _reserve(self, *args: Any, **kwargs: Any) -> Any:
+        reservation = await super()._reserve(*args, **kwargs)
         if self.fill_after_reserve:
             self.fill_after_reserve = False
             self._set_max_pages(None)
@@ -155,7 +144,8 @@ async def test_an_accepted_task_id_survives_a_full_disk(
             started = time.monotonic()
             again = await service.submit(request, idempotency_key=key, new_take=False, report=no_report)
             assert again.task_id == task_id and time.monotonic() - started < 3
-        listed, _ = await ledger.recent("")
+        own = ledger.for_tenant("")
+        listed, _ = await own.recent()
         assert [(e.task_id, e.state) for e in listed] == [(task_id, SubmitState.ACCEPTED)]
         assert sim.count("/luma/videos") == 1
         # Space comes back: the next write stores the held answer for good.
@@ -174,7 +164,8 @@ async def test_an_accepted_task_id_survives_a_database_that_refuses_the_write(
     disk_full, raised by a trigger): the id still reaches the caller, then the store."""
     ledger = PostgresLedger(postgres_url)
     service = service_for(make_settings(sim_server.url), ledger, luma)
-    await ledger.recent("")  # creates the schema
+    own = ledger.for_tenant("")
+    await own.recent()  # creates the schema
     raw_sql(
         postgres_url,
         "CREATE FUNCTION no_space() RETURNS trigger AS $$ BEGIN "
@@ -213,27 +204,28 @@ async def test_an_accepted_task_id_survives_a_database_that_refuses_the_write(
 async def test_a_stale_sending_row_reads_as_lost_and_a_new_take_frees_its_key(store: str) -> None:
     ledger = open_store(store, stale_after=1.5)
     try:
-        first = await ledger.reserve("", "generate", PARAMS, idempotency_key="k1", dedupe_window=300)
-        plain = await ledger.reserve("", "generate", {"prompt": "other"}, dedupe_window=300)
-        assert (await ledger.reserve("", "generate", PARAMS, idempotency_key="k1")).entry.state is SubmitState.SENDING
+        own = ledger.for_tenant("")
+        first = await own.reserve("generate", PARAMS, idempotency_key="k1", dedupe_window=300)
+        plain = await own.reserve("generate", {"prompt": "other"}, dedupe_window=300)
+        assert (await own.reserve("generate", PARAMS, idempotency_key="k1")).entry.state is SubmitState.SENDING
         await anyio.sleep(1.6)  # longer than any submit can take: nobody is sending these any more
-        again = await ledger.reserve("", "generate", PARAMS, idempotency_key="k1")
+        again = await own.reserve("generate", PARAMS, idempotency_key="k1")
         assert again.reused and again.entry.state is SubmitState.LOST and again.entry.error
-        duplicate = await ledger.reserve("", "generate", {"prompt": "other"}, dedupe_window=300)
+        duplicate = await own.reserve("generate", {"prompt": "other"}, dedupe_window=300)
         assert duplicate.reused and duplicate.entry.row_id == plain.entry.row_id
         assert duplicate.entry.state is SubmitState.LOST
         assert raw_sql(store, "SELECT state FROM tasks WHERE row_id = ?", (first.entry.row_id,)) == [("lost",)]
         # The listing agrees, filtered or not.
-        assert {e.state for e in (await ledger.recent(""))[0]} == {SubmitState.LOST}
-        assert len((await ledger.recent("", statuses={"lost"}))[0]) == 2
-        assert (await ledger.recent("", statuses={"sending"}))[0] == []
+        assert {e.state for e in (await own.recent())[0]} == {SubmitState.LOST}
+        assert len((await own.recent(statuses={"lost"}))[0]) == 2
+        assert (await own.recent(statuses={"sending"}))[0] == []
         # The advised new take works with the key: the key moves to a new row, the lost one stays.
-        take = await ledger.reserve("", "generate", PARAMS, idempotency_key="k1", new_take=True)
+        take = await own.reserve("generate", PARAMS, idempotency_key="k1", new_take=True)
         assert not take.reused and take.entry.idempotency_key == "k1"
-        lost = await ledger.entry(first.entry.row_id)
+        lost = await own.entry(first.entry.row_id)
         assert lost is not None and lost.state is SubmitState.LOST and lost.idempotency_key is None
-        await ledger.accept(take.entry.row_id, "t2", TaskResult(task_id="t2", status=TaskStatus.PENDING))
-        kept = await ledger.reserve("", "generate", PARAMS, idempotency_key="k1", new_take=True)
+        await own.accept(take.entry.row_id, "t2", TaskResult(task_id="t2", status=TaskStatus.PENDING))
+        kept = await own.reserve("generate", PARAMS, idempotency_key="k1", new_take=True)
         assert kept.reused and kept.entry.task_id == "t2"  # a task with an id is never taken again
     finally:
         ledger.close()
@@ -284,18 +276,19 @@ async def test_an_unusable_ledger_file_is_named_in_one_sentence(
 async def test_a_row_with_bad_json_is_listed_degraded_and_logged_once(
     store: str, ledger: Ledger, caplog: pytest.LogCaptureFixture
 ) -> None:
-    good = await ledger.reserve("", "generate", PARAMS)
-    await ledger.accept(good.entry.row_id, "t1", TaskResult(task_id="t1", status=TaskStatus.PENDING))
-    bad = await ledger.reserve("", "generate", {"prompt": "broken"})
-    await ledger.accept(bad.entry.row_id, "t2", TaskResult(task_id="t2", status=TaskStatus.PENDING))
+    own = ledger.for_tenant("")
+    good = await own.reserve("generate", PARAMS)
+    await own.accept(good.entry.row_id, "t1", TaskResult(task_id="t1", status=TaskStatus.PENDING))
+    bad = await own.reserve("generate", {"prompt": "broken"})
+    await own.accept(bad.entry.row_id, "t2", TaskResult(task_id="t2", status=TaskStatus.PENDING))
     raw_sql(
         store, "UPDATE tasks SET params = ?, result = ? WHERE row_id = ?", ("{not json", '{"task', bad.entry.row_id)
     )
-    odd = await ledger.reserve("", "generate", {"prompt": "odd"})
+    odd = await own.reserve("generate", {"prompt": "odd"})
     raw_sql(store, "UPDATE tasks SET state = ? WHERE row_id = ?", ("from-the-future", odd.entry.row_id))
     with caplog.at_level(logging.WARNING, logger="luma_mcp"):
         for _ in range(2):
-            listed, _ = await ledger.recent("")
+            listed, _ = await own.recent()
             assert [(e.task_id, e.prompt, e.state) for e in listed] == [
                 (None, "odd", SubmitState.LOST),  # no task id and no known state: a video may exist
                 ("t2", None, SubmitState.ACCEPTED),  # still listed, with what can be read
@@ -382,16 +375,16 @@ async def test_an_identical_retry_of_a_refused_submit_is_told_at_once_even_if_it
     ledger = BreakingLedger(tmp_path / "breaking.sqlite3")
     service = service_for(make_settings(sim_server.url), ledger, luma)
     sim_server.simulator.inject("429", "/luma/videos")
-    original_forget = ledger.forget
+    original_forget = ledger._forget
 
-    async def forget_on_a_failing_store(row_id: int, reason: str) -> None:
+    async def forget_on_a_failing_store(tenant: str, row_id: int, reason: str) -> None:
         ledger.broken = True
         try:
-            await original_forget(row_id, reason)
+            await original_forget(tenant, row_id, reason)
         finally:
             ledger.broken = False
 
-    ledger.forget = forget_on_a_failing_store  # type: ignore[method-assign]
+    ledger._forget = forget_on_a_failing_store  # type: ignore[method-assign]
     with pytest.raises(LumaError):
         await service.submit(GenerateRequest(prompt="x"), idempotency_key=None, new_take=False, report=no_report)
     started = time.monotonic()
