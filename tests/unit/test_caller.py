@@ -1,11 +1,13 @@
 """Who a call is for: the caller is decided once, from the request, and carries only what its
-tenant may use (its token, its reads, its folder; its ledger rows are tested with the ledger)."""
+tenant may use (its token, its reads, its folder; and its ledger rows, whose every statement is
+tested in tests/integration/test_ledger_tenants.py)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 from mcp.server.auth.middleware.auth_context import auth_context_var
@@ -16,13 +18,23 @@ from luma_mcp.caller import OPERATOR, current_caller, tenant_of
 from luma_mcp.errors import ServiceError
 from luma_mcp.models import GenerateRequest, TaskStatus
 from luma_mcp.results import TaskResult
+from luma_mcp.service import VideoService
 from luma_mcp.simulator import SimulatorServer
 from luma_mcp.state import open_state
 
 from ..helpers.common import FAST_SCHEDULE, make_settings
+from ..helpers.service import no_report
 
 pytestmark = pytest.mark.anyio
 TOKEN_A, TOKEN_B = "sk-tenant-a-0001", "sk-tenant-b-0002"
+EVERYTHING: dict[str, Any] = {
+    "status": None,
+    "since": None,
+    "until": None,
+    "limit": 20,
+    "cursor": None,
+    "refresh": False,
+}
 
 
 @contextmanager
@@ -79,3 +91,24 @@ async def test_no_token_at_all_says_which_setting_to_set(sim_server: SimulatorSe
     async with open_state(make_settings(sim_server.url, token=None), FAST_SCHEDULE) as state:
         with pytest.raises(ServiceError, match="Set ACEDATACLOUD_API_TOKEN"):
             current_caller(state)
+
+
+async def test_what_one_tenant_made_is_invisible_to_another(sim_server: SimulatorServer, tmp_path: Path) -> None:
+    ledger = str(tmp_path / "ledger.sqlite3")
+    settings = make_settings(sim_server.url, token=None, LUMA_MCP_AUTH="passthrough", LUMA_LEDGER_PATH=ledger)
+    async with open_state(settings, FAST_SCHEDULE) as state:
+        with bearer(TOKEN_A):
+            a = VideoService(state, current_caller(state))
+        with bearer(TOKEN_B):
+            b = VideoService(state, current_caller(state))
+        made = await a.submit(
+            GenerateRequest(prompt="A kite over dunes"), idempotency_key="k1", new_take=False, report=no_report
+        )
+        assert [row.task_id for row in (await a.list(**EVERYTHING))[0]] == [made.task_id]
+        assert (await b.list(**EVERYTHING))[0] == []
+        assert await b.fetch([made.task_id]) == {}
+        # The same key and the same request are B's own first submit, not A's task.
+        again = await b.submit(
+            GenerateRequest(prompt="A kite over dunes"), idempotency_key="k1", new_take=False, report=no_report
+        )
+        assert again.task_id != made.task_id and again.note is None
