@@ -221,7 +221,7 @@
       update(entry) {
         const elapsed = (entry.task.elapsed_seconds || 0) + (Date.now() - entry.seenAt) / 1000;
         parts.small.textContent = `${clock(elapsed)} so far · videos take 1–5 minutes`;
-        const wait = nextCheckAt == null ? null : Math.max(0, (nextCheckAt - Date.now()) / 1000);
+        const wait = nextCheckAt == null ? null : Math.max(1, Math.ceil((nextCheckAt - Date.now()) / 1000));
         parts.meta.textContent =
           wait == null ? `Task ${entry.task.task_id} · checking now…` : `Task ${entry.task.task_id} · next check in ${clock(wait)}`;
       },
