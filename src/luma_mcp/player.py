@@ -101,7 +101,7 @@ def add_player(settings: Settings) -> Apps:
         task_ids: Annotated[
             list[Annotated[str, Field(min_length=1, max_length=128)]], Field(min_length=1, max_length=MAX_BATCH)
         ],
-    ) -> Annotated[CallToolResult, TaskStatusView]:
+    ) -> CallToolResult:
         """For the player view: current status of its tasks, and when to ask again."""
         ids = list(dict.fromkeys(task_ids))
         service = await video_service(ctx)
