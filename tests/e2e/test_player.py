@@ -220,7 +220,7 @@ def test_batch_shows_a_grid_of_every_task(stage: Stage, host: Host) -> None:
     ids = [
         host.call("generate_video", {"prompt": p, "wait_seconds": 0})["structuredContent"]["task_id"] for p in prompts
     ]
-    args = {"task_ids": ids}
+    args = {"task_ids": [*ids, "no-such-task"]}
     listing = host.call("get_task", args)
     frame = host.show("get_task", args, listing)
 
@@ -239,6 +239,7 @@ def test_batch_shows_a_grid_of_every_task(stage: Stage, host: Host) -> None:
     assert "Failed tasks are not charged" in text
     assert stage.sim.tasks[failing].error_message.rstrip(".") in text
     assert frame.evaluate("() => document.querySelectorAll('article[data-task-id]').length") == 3
+    assert "Task no-such-task: not found" in frame.inner_text("#root")
     shoot(host, "view-1", "batch.png")
     assert set(host.counts()["view"]) == {STATUS_TOOL}
 

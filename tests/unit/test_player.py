@@ -93,6 +93,19 @@ async def test_the_view_is_built_on_first_read_with_the_declared_media_domains(s
     assert html.lower().count("</script") == 1
 
 
+async def test_results_are_the_same_with_or_without_apps(sim_server: SimulatorServer) -> None:
+    server = create_server(make_settings(sim_server.url), schedule=FAST_SCHEDULE)
+    async with Client(server) as plain:
+        made = await plain.call_tool("generate_video", {"prompt": "A heron at dawn", "wait_seconds": 10})
+        task_id = TaskResult.model_validate(made.structured_content).task_id
+        without = await plain.call_tool("get_task", {"task_id": task_id})
+    async with Client(server, extensions=[APPS]) as apps:
+        with_apps = await apps.call_tool("get_task", {"task_id": task_id})
+    assert with_apps.structured_content is not None
+    assert TaskResult.model_validate(with_apps.structured_content["tasks"][0]).status == "succeeded"
+    assert with_apps.model_dump() == without.model_dump()
+
+
 def test_media_domains_must_be_origins() -> None:
     for bad in ("cdn.example.com", "https://cdn.example.com/videos", "*", "https://a.com;script-src *"):
         with pytest.raises(ValueError, match="LUMA_MEDIA_DOMAINS"):

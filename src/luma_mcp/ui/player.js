@@ -23,6 +23,7 @@
   let failedChecks = 0;
   let watchStarted = Date.now();
   let problem = null;
+  let answered = false; // a tool result has arrived (until then: the call's arguments, if any)
 
   const app = new App({ name: "luma-mcp player", version: "1.0.0" }, {}, { autoResize: true });
 
@@ -56,6 +57,7 @@
       return;
     }
     const list = Array.isArray(data.tasks) ? data.tasks : data.task_id ? [data] : [];
+    answered = true;
     order = list.map((t) => t.task_id);
     notFound = data.not_found || [];
     problem = null;
@@ -164,7 +166,7 @@
   function render() {
     const wanted = [];
     if (problem) wanted.push(note(problem, "error", "alert"));
-    if (!order.length && !problem) {
+    if (!answered && !problem) {
       if (!tiles.has("")) {
         const prompt = input && input.prompt;
         tiles.set("", { ...waitingTile(null, "Starting the video…", "The first answer comes within seconds.", prompt), status: "starting" });
