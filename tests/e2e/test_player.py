@@ -14,7 +14,7 @@ import json
 import os
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -50,7 +50,6 @@ class Stage:
     server: HttpServer
     host_url: str
     browser: Any
-    console: list[str] = field(default_factory=list)
 
 
 @pytest.fixture(scope="module")
