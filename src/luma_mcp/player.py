@@ -2,9 +2,9 @@
 generate_video, extend_video and get_task, and the app-only status tool it polls.
 
 What this module guarantees:
-- hosts without Apps see what they saw before: the status tool is listed only to clients that
-  negotiated the extension (`visible_tools`), and no tool result changes (the view reads the
-  same structured content the model does);
+- hosts without Apps see what they saw before: the status tool and the view are listed only to
+  clients that negotiated the extension (`visible_tools`, `visible_resources`), and no tool
+  result changes (the view reads the same structured content the model does);
 - the document is built on its first `resources/read`, not at start-up (the bundle is 0.5 MB),
   from files shipped in the package: the pinned `@modelcontextprotocol/ext-apps` client
   (`ui/ext-apps/`, refreshed by `make ext-apps`) and `ui/player.html`; no network at run time;
@@ -16,8 +16,10 @@ What this module guarantees:
   schedule, never sooner than `min_interval`.
 """
 
-from __future__ import annotations  # the status tool's annotations are evaluated by the SDK: imported below at run time
+from __future__ import annotations
 
+# Context and AppState are imported at run time, not under TYPE_CHECKING: the SDK evaluates the
+# status tool's annotations when it registers the tool.
 import functools
 import re
 from importlib import resources
@@ -38,7 +40,7 @@ from luma_mcp.state import AppState
 
 if TYPE_CHECKING:
     from mcp.server.context import ServerRequestContext
-    from mcp.types import Tool
+    from mcp.types import Resource, Tool
 
     from luma_mcp.waiting import PollSchedule
 
@@ -141,6 +143,13 @@ def visible_tools(tools: list[Tool], ctx: ServerRequestContext[Any, Any]) -> lis
     if client_supports_apps(ctx):
         return tools
     return [tool for tool in tools if ((tool.meta or {}).get("ui") or {}).get("visibility") != ["app"]]
+
+
+def visible_resources(listed: list[Resource], ctx: ServerRequestContext[Any, Any]) -> list[Resource]:
+    """resources/list for this client: the view only for clients that render Apps (others can read it)."""
+    if client_supports_apps(ctx):
+        return listed
+    return [resource for resource in listed if not str(resource.uri).startswith("ui://")]
 
 
 @functools.cache

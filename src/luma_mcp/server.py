@@ -18,11 +18,11 @@ from mcp.server.auth.provider import TokenVerifier
 from mcp.server.auth.settings import AuthSettings
 from mcp.server.context import ServerRequestContext
 from mcp.server.mcpserver.exceptions import ToolError, UnexpectedToolError
-from mcp.types import ListToolsResult, PaginatedRequestParams, Tool
+from mcp.types import ListResourcesResult, ListToolsResult, PaginatedRequestParams, Tool
 
 from luma_mcp import __version__
 from luma_mcp.config import Settings
-from luma_mcp.player import SERVER_ICON, add_player, visible_tools
+from luma_mcp.player import SERVER_ICON, add_player, visible_resources, visible_tools
 from luma_mcp.prompts import add_prompts
 from luma_mcp.resources import add_resources
 from luma_mcp.schema import compact_schema
@@ -98,8 +98,13 @@ class LumaMCPServer(MCPServer[AppState]):
     async def _handle_list_tools(
         self, ctx: ServerRequestContext[AppState], params: PaginatedRequestParams | None
     ) -> ListToolsResult:
-        # The SDK's handler lists every tool; an app-only one is for clients that render the view.
+        # The SDK's handlers list everything; the view and its app-only tool are for clients that render it.
         return ListToolsResult(tools=visible_tools(await self.list_tools(), ctx))
+
+    async def _handle_list_resources(
+        self, ctx: ServerRequestContext[AppState], params: PaginatedRequestParams | None
+    ) -> ListResourcesResult:
+        return ListResourcesResult(resources=visible_resources(await self.list_resources(), ctx))
 
     async def call_tool(self, name: str, arguments: dict[str, Any], context: Any = None) -> Any:
         # The SDK silently drops unknown arguments; a model that sent `duration` or `seed`

@@ -52,6 +52,7 @@ async def test_hosts_without_apps_are_not_shown_the_status_tool(mcp_client: Clie
         assert (tools[name].meta or {})["ui"] == {"resourceUri": VIEW_URI}
     assert all(tool.icons and tool.icons[0].src.startswith("data:image/svg+xml,") for tool in tools.values())
     assert mcp_client.server_info is not None and mcp_client.server_info.icons
+    assert (await mcp_client.list_resources()).resources == []  # as before the view existed
 
 
 async def test_apps_hosts_get_the_app_only_status_tool_and_the_model_reads_under_4000_bytes(
