@@ -41,11 +41,13 @@ from typing import Any, Literal
 
 import anyio
 from mcp import Client, StdioServerParameters
-from mcp.types import CallToolResult, TextContent
+from mcp.client.extension import advertise
+from mcp.types import CallToolResult, TextContent, TextResourceContents
 
 from http_load import LEVEL_TIME_LIMIT, HttpReport, measure_http
 from latency_plot import LatencyPoint, plot_latency
 from luma_mcp.config import Settings
+from luma_mcp.player import VIEW_URI
 from luma_mcp.server import create_server
 from luma_mcp.simulator import Simulator, SimulatorServer
 from luma_mcp.waiting import PollSchedule
@@ -62,6 +64,8 @@ FINISHED = ("succeeded", "failed")
 MAX_MODEL_CALLS = 10  # a runaway guard for the scenarios; the target is 3
 MIN_READ_GAP = 1.0  # seconds: no task should be read more often than this
 VIDEO_TOOLS = ("generate_video", "extend_video", "get_task")  # the tools the issue-3 size budget covers
+# A client that renders MCP Apps views, as it says so in its capabilities.
+APPS_HOST = advertise("io.modelcontextprotocol/ui", {"mimeTypes": ["text/html;profile=mcp-app"]})
 
 # The context economy runs in-process on a clock SCALE times faster: the poll schedule, the
 # waits and the video lengths are all divided by it, so the same calls happen in the same
@@ -295,7 +299,10 @@ async def measure_latency(
 async def measure_sizes(ours: Client, task_id: str) -> dict[str, int]:
     listing = await ours.list_tools()
     tools = [t.model_dump(mode="json", by_alias=True, exclude_none=True) for t in listing.tools]
-    video_tools = [t for t in tools if t["name"] in VIDEO_TOOLS]
+    # Icons and the player view's `_meta` are for the host's screen, not the model: not in the budget.
+    video_tools = [
+        {k: v for k, v in t.items() if k not in ("icons", "_meta")} for t in tools if t["name"] in VIDEO_TOOLS
+    ]
     visible = [{key: t[key] for key in ("name", "description", "inputSchema") if key in t} for t in tools]
     if len(video_tools) != len(VIDEO_TOOLS):
         raise BenchmarkError(f"tools/list lacks some of {VIDEO_TOOLS}: {[t['name'] for t in tools]}")
@@ -313,6 +320,28 @@ async def measure_sizes(ours: Client, task_id: str) -> dict[str, int]:
         "tools_count": len(listing.tools),
         "get_task_text": len(text_of(read).encode()),
         "generate_text": len(text_of(generated).encode()),
+    }
+
+
+async def measure_apps_sizes(sim_url: str, data_dir: Path) -> dict[str, int]:
+    """What a host that renders MCP Apps gets: tools/list with the view's app-only tool (which it
+    keeps from the model), and the view document it reads once."""
+    async with Client(server_params("ours", sim_url, data_dir), extensions=[APPS_HOST]) as client:
+        listing = await client.list_tools()
+        view = await client.read_resource(VIEW_URI)
+    tools = [t.model_dump(mode="json", by_alias=True, exclude_none=True) for t in listing.tools]
+    for_model = [
+        {key: t[key] for key in ("name", "description", "inputSchema") if key in t}
+        for t in tools
+        if t.get("_meta", {}).get("ui", {}).get("visibility") != ["app"]
+    ]
+    document = view.contents[0]
+    if len(for_model) == len(tools) or not isinstance(document, TextResourceContents):
+        raise BenchmarkError("an MCP Apps host was not given the app-only tool, or the view is not text")
+    return {
+        "tools_list_apps": len(listing.model_dump_json(by_alias=True, exclude_none=True).encode()),
+        "tools_visible_apps": len(json.dumps(for_model, separators=(",", ":")).encode()),
+        "view_document": len(document.text.encode()),
     }
 
 
@@ -510,11 +539,36 @@ def fast_figures(
             target=Target("<=", 4000),
         ),
         Figure(
+            key="tools_visible_apps_bytes",
+            label="tools/list the model reads, MCP Apps host",
+            unit="B",
+            description="the same, listed to a host that renders MCP Apps: it is also given the view's "
+            "app-only tool, which it keeps from the model",
+            ours=sizes["tools_visible_apps"],
+            target=Target("<=", 4000),
+        ),
+        Figure(
+            key="tools_list_apps_bytes",
+            label="tools/list result, MCP Apps host",
+            unit="B",
+            description="the whole tools/list result as JSON for such a host, with the app-only tool",
+            ours=sizes["tools_list_apps"],
+        ),
+        Figure(
+            key="view_document_bytes",
+            label="Player view document",
+            unit="B",
+            description="the ui:// view as resources/read returns it, read once by an MCP Apps host "
+            "(its page, script and the ext-apps client, inline)",
+            ours=sizes["view_document"],
+        ),
+        Figure(
             key="tools_video_bytes",
             label="tools/list: the 3 video tools",
             unit="B",
-            description=f"compact JSON of the entries of {', '.join(VIDEO_TOOLS)} in tools/list, "
-            "the tools the issue-3 budget was set for",
+            description=f"compact JSON of the entries of {', '.join(VIDEO_TOOLS)} in tools/list (without "
+            "their icons and the player view's _meta, which hosts never give the model), the tools the issue-3 "
+            "budget was set for",
             ours=sizes["tools_video"],
             target=Target("<=", 5000),
         ),
@@ -1083,6 +1137,7 @@ async def run_stdio(args: argparse.Namespace) -> Results:
             task_id = await submit_instant_task(clients["ours"])
             say("sizes ...")
             sizes = await measure_sizes(clients["ours"], task_id)
+        sizes |= await measure_apps_sizes(sim.url, data_dir)
     raw = {"cold_start_s": cold, "get_task_s": latency, "sizes": sizes}
     return Results(figures=fast_figures(cold, latency, sizes), raw=raw)
 

@@ -5,6 +5,7 @@ Every field here is read somewhere; the README's configuration table lists them 
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Literal
 
@@ -30,6 +31,8 @@ class SettingsError(ValueError):
 
 
 MAX_KEYS_FILE_BYTES = 1_000_000
+# A Content-Security-Policy host source: scheme, host (a leading *. allowed), optional port.
+_MEDIA_ORIGIN = re.compile(r"https?://(\*\.)?[A-Za-z0-9.-]+(:[0-9]{1,5})?")
 
 
 def _read_keys_file(path: Path) -> list[str]:
@@ -119,6 +122,12 @@ class Settings(BaseSettings):
     http_read_timeout: int = Field(default=10, ge=1, le=300, validation_alias="LUMA_MCP_READ_TIMEOUT_SECONDS")
     http_keep_alive: int = Field(default=5, ge=1, le=300, validation_alias="LUMA_MCP_KEEP_ALIVE_SECONDS")
 
+    # The player view (MCP Apps) may load media only from these origins, and the API's own.
+    media_domains: str = Field(
+        default="https://platform.cdn.acedata.cloud,https://cdn.acedata.cloud,https://storage.cdn-luma.com",
+        validation_alias="LUMA_MEDIA_DOMAINS",
+    )
+
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(default="INFO", validation_alias="LUMA_LOG_LEVEL")
 
     def access_keys(self) -> list[str]:
@@ -179,6 +188,12 @@ class Settings(BaseSettings):
             )
         if has_keys:
             self.access_keys()  # an unreadable file or unusable key stops the start, with its reason
+        for domain in split_list(self.media_domains):
+            if not _MEDIA_ORIGIN.fullmatch(domain):
+                raise ValueError(
+                    f"LUMA_MEDIA_DOMAINS has {domain!r}, which is not an origin: give each as https://host "
+                    "(or https://*.host, or with a :port), comma-separated, with no path"
+                )
         if self.poll_initial_seconds > self.poll_max_seconds:
             raise ValueError("LUMA_POLL_INITIAL_SECONDS must not exceed LUMA_POLL_MAX_SECONDS")
         return self

@@ -2,7 +2,8 @@
 
 - `state`: what the process shares (settings, API client, ledger), opened by the lifespan;
 - `boundary`: whose service a call gets (`caller`), how failures and results read;
-- `tools`, `resources`, `prompts`: what the model sees, each registered here in one line.
+- `tools`, `resources`, `prompts`: what the model sees, each registered here in one line;
+- `player`: the video player view for hosts with MCP Apps, and the app-only tool it polls.
 """
 
 import inspect
@@ -15,11 +16,13 @@ from typing import Any
 from mcp.server import MCPServer
 from mcp.server.auth.provider import TokenVerifier
 from mcp.server.auth.settings import AuthSettings
+from mcp.server.context import ServerRequestContext
 from mcp.server.mcpserver.exceptions import ToolError, UnexpectedToolError
-from mcp.types import Tool
+from mcp.types import ListResourcesResult, ListToolsResult, PaginatedRequestParams, Tool
 
 from luma_mcp import __version__
 from luma_mcp.config import Settings
+from luma_mcp.player import SERVER_ICON, add_player, visible_resources, visible_tools
 from luma_mcp.prompts import add_prompts
 from luma_mcp.resources import add_resources
 from luma_mcp.schema import compact_schema
@@ -68,6 +71,8 @@ def create_server(
         lifespan=lifespan,
         token_verifier=token_verifier,
         auth=auth,
+        icons=[SERVER_ICON],
+        extensions=[add_player(settings)],
     )
     add_tools(mcp, settings)
     add_resources(mcp)
@@ -89,6 +94,17 @@ class LumaMCPServer(MCPServer[AppState]):
             )
             for tool in await super().list_tools()
         ]
+
+    async def _handle_list_tools(
+        self, ctx: ServerRequestContext[AppState], params: PaginatedRequestParams | None
+    ) -> ListToolsResult:
+        # The SDK's handlers list everything; the view and its app-only tool are for clients that render it.
+        return ListToolsResult(tools=visible_tools(await self.list_tools(), ctx))
+
+    async def _handle_list_resources(
+        self, ctx: ServerRequestContext[AppState], params: PaginatedRequestParams | None
+    ) -> ListResourcesResult:
+        return ListResourcesResult(resources=visible_resources(await self.list_resources(), ctx))
 
     async def call_tool(self, name: str, arguments: dict[str, Any], context: Any = None) -> Any:
         # The SDK silently drops unknown arguments; a model that sent `duration` or `seed`

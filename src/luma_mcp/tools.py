@@ -22,6 +22,7 @@ from luma_mcp.config import AspectRatio, Settings
 from luma_mcp.download import human_size
 from luma_mcp.errors import LedgerError, LumaError
 from luma_mcp.models import ExtendRequest, GenerateRequest, ListStatus, VideoRequest
+from luma_mcp.player import TOOL_ICONS, VIEW_META
 from luma_mcp.results import (
     SavedVideo,
     TaskList,
@@ -54,7 +55,10 @@ def add_tools(mcp: MCPServer[AppState], settings: Settings) -> None:
     max_wait = settings.max_wait_seconds
     wait_field = Field(ge=0, le=max_wait, description="Seconds to wait for the video (0: return at once)")
 
-    @mcp.tool(title="Generate a video", annotations=_OPEN_WORLD_WRITE)
+    # The three video tools render in the player view on hosts with MCP Apps (see `player`).
+    @mcp.tool(
+        title="Generate a video", annotations=_OPEN_WORLD_WRITE, meta=VIEW_META, icons=TOOL_ICONS["generate_video"]
+    )
     async def generate_video(
         ctx: Context[AppState],
         prompt: Annotated[
@@ -85,7 +89,7 @@ def add_tools(mcp: MCPServer[AppState], settings: Settings) -> None:
         )
         return await submit_and_wait(ctx, request, wait_seconds, idempotency_key, new_take)
 
-    @mcp.tool(title="Extend a video", annotations=_OPEN_WORLD_WRITE)
+    @mcp.tool(title="Extend a video", annotations=_OPEN_WORLD_WRITE, meta=VIEW_META, icons=TOOL_ICONS["extend_video"])
     async def extend_video(
         ctx: Context[AppState],
         prompt: Annotated[str | None, Field(max_length=5000, description="What happens next")] = None,
@@ -111,7 +115,7 @@ def add_tools(mcp: MCPServer[AppState], settings: Settings) -> None:
         )
         return await submit_and_wait(ctx, request, wait_seconds, idempotency_key, new_take)
 
-    @mcp.tool(title="Check video tasks", annotations=_OPEN_WORLD_READ)
+    @mcp.tool(title="Check video tasks", annotations=_OPEN_WORLD_READ, meta=VIEW_META, icons=TOOL_ICONS["get_task"])
     async def get_task(
         ctx: Context[AppState],
         task_id: TaskId | None = None,
@@ -174,8 +178,10 @@ def add_tools(mcp: MCPServer[AppState], settings: Settings) -> None:
         result = with_next_call(result, max(wait_seconds, default_wait))
         return tool_result(task_text(result), result, [result])
 
-    mcp.add_tool(list_tasks, title="List recent videos", annotations=_OPEN_WORLD_READ)
-    mcp.add_tool(download_video, title="Save a video to disk", annotations=_LOCAL_WRITE)
+    mcp.add_tool(list_tasks, title="List recent videos", annotations=_OPEN_WORLD_READ, icons=TOOL_ICONS["list_tasks"])
+    mcp.add_tool(
+        download_video, title="Save a video to disk", annotations=_LOCAL_WRITE, icons=TOOL_ICONS["download_video"]
+    )
 
 
 async def list_tasks(

@@ -93,6 +93,8 @@ async def test_passthrough_tenants_are_isolated(sim_server: SimulatorServer, pri
         async with client(server.url, TOKEN_B) as bob:
             seen = await bob.call_tool("get_task", {"task_id": task.task_id})
             assert seen.is_error and "No task with id" in text_of(seen)
+            peek = await bob.call_tool("view_task_status", {"task_ids": [task.task_id]})  # the player view's tool
+            assert peek.structured_content == {"tasks": [], "not_found": [task.task_id]}
             assert (await bob.call_tool("list_tasks", {})).structured_content == {"tasks": []}
             stolen = await bob.call_tool("download_video", {"task_id": task.task_id})
             assert stolen.is_error and "No task with id" in text_of(stolen)

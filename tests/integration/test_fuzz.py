@@ -30,6 +30,7 @@ TOOLS = {
     "get_task": ["task_id", "task_ids", "wait_seconds"],
     "list_tasks": ["status", "since", "until", "limit", "cursor"],
     "download_video": ["task_id", "filename", "include_thumbnail", "overwrite"],
+    "view_task_status": ["task_ids"],  # the player view's app-only tool: callable by anyone who knows it
 }  # fmt: skip
 
 nasty_text = st.one_of(

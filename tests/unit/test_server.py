@@ -69,14 +69,19 @@ async def test_tools_list_is_small(mcp_client: Client) -> None:
         t.name: t.model_dump(mode="json", by_alias=True, exclude_none=True)
         for t in (await mcp_client.list_tools()).tools
     }
+    # Icons and the view's `_meta` are for the host's screen, never the model: bounded apart below.
+    display = ("icons", "_meta")
 
-    def size(names: list[str]) -> int:
-        return len(json.dumps([tools[n] for n in names], separators=(",", ":")))
+    def size(names: list[str], keep: Any = lambda key: key not in display) -> int:
+        entries = [{k: v for k, v in tools[n].items() if keep(k)} for n in names]
+        return len(json.dumps(entries, separators=(",", ":")))
 
     core = size(["generate_video", "extend_video", "get_task"])
     assert core <= 5000, f"the three video tools grew to {core} bytes"
     everything = size(list(tools))
     assert everything <= 7500, f"tools/list grew to {everything} bytes"
+    shown = size(list(tools), keep=lambda key: key in display)
+    assert shown <= 1300, f"icons and view metadata grew to {shown} bytes"
 
 
 async def test_configuration_shapes_the_schema(sim_server: SimulatorServer) -> None:
