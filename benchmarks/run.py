@@ -157,8 +157,15 @@ def simulator(queue_seconds: float, processing_seconds: float) -> SimulatorServe
 
 
 def server_env(sim_url: str, data_dir: Path, **extra: str) -> dict[str, str]:
-    # Drop any LUMA_* the caller's shell has set: the figures are for the defaults.
-    inherited = {k: v for k, v in os.environ.items() if not k.startswith(("LUMA_", "ACEDATACLOUD_"))}
+    # Drop any LUMA_* the caller's shell has set: the figures are for the defaults. And let the
+    # servers write bytecode caches, as an installed package has them: with PYTHONDONTWRITEBYTECODE
+    # (set on some machines) every start would compile our modules afresh, but not the SDK's,
+    # which pip compiled when it installed them.
+    inherited = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("LUMA_", "ACEDATACLOUD_")) and k != "PYTHONDONTWRITEBYTECODE"
+    }
     return {
         **inherited,
         "ACEDATACLOUD_API_TOKEN": TOKEN,
