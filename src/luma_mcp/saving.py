@@ -55,7 +55,9 @@ async def save_video(
     video_target = download.safe_target(folder, stem, ".mp4")
     thumb_target = download.safe_target(folder, stem.removesuffix(".mp4"), ".jpg") if include_thumbnail else None
 
-    async def save(url: str, target: Path, accept: tuple[str, ...], files: int) -> download.SavedFile:
+    async def save(
+        url: str, target: Path, accept: tuple[str, ...], files: int, progress: Report | None
+    ) -> download.SavedFile:
         # The quota reads the folder (a scan and a stat a file): off the event loop.
         max_bytes, hint = await anyio.to_thread.run_sync(
             _download_cap, settings, caller.remote, folder, target, overwrite, files
@@ -70,7 +72,7 @@ async def save_video(
             api_base_url=settings.api_base_url,
             reserve_bytes=int(settings.download_reserve_mb * MB),
             cap_hint=hint,
-            report=report if accept is _VIDEO_TYPES else None,
+            report=progress,
             label=f"Downloading task {task_id}",
         )
 
@@ -79,10 +81,10 @@ async def save_video(
         download.one_at_a_time(folder) if caller.remote else contextlib.nullcontext(),
     ):
         with_thumb = thumb_target is not None and result.thumbnail_url is not None
-        saved = await save(result.video_url, video_target, _VIDEO_TYPES, 1 + with_thumb)
+        saved = await save(result.video_url, video_target, _VIDEO_TYPES, 1 + with_thumb, report)
         thumb = None
         if thumb_target is not None and result.thumbnail_url:
-            thumb = await save(result.thumbnail_url, thumb_target, ("image/",), 1)
+            thumb = await save(result.thumbnail_url, thumb_target, ("image/",), 1, None)  # progress: the video only
     return SavedVideo(
         task_id=task_id,
         path=str(saved.path),
