@@ -1,7 +1,7 @@
 """Saving a finished video (or its thumbnail) to a local folder, safely.
 
 The URL always comes from the task's own result (the caller never supplies one), and it is
-fetched through `guarded_http` (re-exported here: `check_url`, `guarded_client`): the URL
+fetched through `guarded_http` (whose `guarded_client` the caller opens): the URL
 `save` is given is checked before anything touches the disk, and so is every redirect; every
 address is resolved once and must be public; no proxy, no credentials.
 
@@ -32,14 +32,12 @@ import anyio
 import httpx
 
 from luma_mcp.errors import DownloadError
-from luma_mcp.guarded_http import check_url, checked_get, guarded_client
+from luma_mcp.guarded_http import check_url, checked_get
 from luma_mcp.waiting import Report
 
 __all__ = [
     "SavedFile",
-    "check_url",
     "folder_usage",
-    "guarded_client",
     "human_size",
     "one_at_a_time",
     "safe_target",

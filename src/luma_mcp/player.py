@@ -134,8 +134,9 @@ def add_player(settings: Settings) -> Apps:
 
 
 def next_check(schedule: PollSchedule, age: float) -> float:
-    """Seconds until the view should ask again about a task running for `age` seconds."""
-    return round(max(next(schedule.delays(age)), schedule.min_interval), 1)
+    """Seconds until the view should ask again about a task running for `age` seconds (the
+    schedule never yields less than its `min_interval`, the upstream politeness floor)."""
+    return round(next(schedule.delays(age)), 1)
 
 
 def visible_tools(tools: list[Tool], ctx: ServerRequestContext[Any, Any]) -> list[Tool]:

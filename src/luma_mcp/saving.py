@@ -17,6 +17,7 @@ from luma_mcp import download
 from luma_mcp.caller import Caller
 from luma_mcp.config import Settings
 from luma_mcp.errors import ServiceError
+from luma_mcp.guarded_http import guarded_client
 from luma_mcp.models import TaskStatus
 from luma_mcp.results import SavedVideo, TaskResult
 from luma_mcp.waiting import Report
@@ -77,7 +78,7 @@ async def save_video(
         )
 
     async with (
-        download.guarded_client(settings.api_base_url, settings.request_timeout) as http,
+        guarded_client(settings.api_base_url, settings.request_timeout) as http,
         download.one_at_a_time(folder) if caller.remote else contextlib.nullcontext(),
     ):
         with_thumb = thumb_target is not None and result.thumbnail_url is not None

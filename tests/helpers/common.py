@@ -12,6 +12,8 @@ from mcp.types import CallToolResult, TextContent
 
 from luma_mcp.config import Settings
 from luma_mcp.ledger import Ledger, PostgresLedger, SQLiteLedger
+from luma_mcp.models import TaskStatus
+from luma_mcp.results import TaskResult
 from luma_mcp.retries import RetryPolicy
 from luma_mcp.waiting import PollSchedule
 
@@ -55,6 +57,11 @@ def make_settings(url: str, token: str | None = CANARY_TOKEN, **env: Any) -> Set
         "LUMA_RETRY_BACKOFF_SECONDS": 0.02,
     }
     return Settings(_env_file=None, **values, **env)
+
+
+def pending(task_id: str) -> TaskResult:
+    """A task the API has just accepted."""
+    return TaskResult(task_id=task_id, status=TaskStatus.PENDING)
 
 
 def text_of(result: CallToolResult) -> str:

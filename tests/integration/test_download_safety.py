@@ -216,7 +216,7 @@ async def test_save_refuses_a_bad_first_hop_before_touching_the_disk(tmp_path: P
     """`download.save` checks the URL it is given before anything else, as it checks each redirect:
     its callers need no check of their own."""
     folder = tmp_path / "not-yet"
-    async with media.guarded_client(API_ORIGIN_URL, 5) as http:
+    async with guarded_http.guarded_client(API_ORIGIN_URL, 5) as http:
         with pytest.raises(DownloadError, match="is not https"):
             await media.save(
                 http,
@@ -339,35 +339,29 @@ def small_disk(tmp_path: Path) -> Iterator[Any]:
         subprocess.run(["umount", str(point)], check=False)
 
 
-async def test_a_full_disk_is_explained_and_leaves_nothing(
-    sim_server: SimulatorServer, small_disk: Any, private_folders: Path
+@pytest.mark.parametrize(
+    ("disk_mb", "reserve_mb", "says"),
+    [
+        pytest.param(2, 0, "is full", id="disk-full"),
+        # No announced length: the check before cannot know, the checks while writing stop it.
+        pytest.param(8, 4, "LUMA_DOWNLOAD_RESERVE_MB", id="reserve-while-writing"),
+    ],
+)
+async def test_a_disk_running_out_is_explained_and_leaves_nothing(
+    sim_server: SimulatorServer, small_disk: Any, private_folders: Path, disk_mb: int, reserve_mb: int, says: str
 ) -> None:
-    disk = small_disk(2)
-    settings = settings_for(sim_server, LUMA_DOWNLOAD_DIR=str(disk), LUMA_DOWNLOAD_RESERVE_MB=0)
+    disk = small_disk(disk_mb)
+    settings = settings_for(sim_server, LUMA_DOWNLOAD_DIR=str(disk), LUMA_DOWNLOAD_RESERVE_MB=reserve_mb)
     async with Client(create_server(settings, schedule=FAST_SCHEDULE)) as mcp:
         task = await finished_task(mcp)
-        sim_server.simulator.inject("large_video", f"/media/{task.task_id}.mp4", size=8 * MB)
+        sim_server.simulator.inject("large_video", f"/media/{task.task_id}.mp4", size=2 * disk_mb * MB)
         result = await download(mcp, task_id=task.task_id)
-        assert result.is_error and "is full" in text_of(result) and "LUMA_DOWNLOAD_DIR" in text_of(result)
+        assert result.is_error and says in text_of(result) and "LUMA_DOWNLOAD_DIR" in text_of(result), text_of(result)
         assert files_in(disk) == []  # no partial file
         # The server carries on: submits work, and the next download (of a file that fits) too.
         assert not (await mcp.call_tool("generate_video", {"prompt": "after", "wait_seconds": 0})).is_error
         assert not (await download(mcp, task_id=task.task_id)).is_error
     assert files_in(disk) == [f"luma-{task.task_id}.mp4"]
-
-
-async def test_the_reserve_is_checked_while_writing(
-    sim_server: SimulatorServer, small_disk: Any, private_folders: Path
-) -> None:
-    """No announced length: the check before cannot know, the checks while writing stop it."""
-    disk = small_disk(8)
-    settings = settings_for(sim_server, LUMA_DOWNLOAD_DIR=str(disk), LUMA_DOWNLOAD_RESERVE_MB=4)
-    async with Client(create_server(settings, schedule=FAST_SCHEDULE)) as mcp:
-        task = await finished_task(mcp)
-        sim_server.simulator.inject("large_video", f"/media/{task.task_id}.mp4", size=16 * MB)
-        result = await download(mcp, task_id=task.task_id)
-    assert result.is_error and "LUMA_DOWNLOAD_RESERVE_MB" in text_of(result), text_of(result)
-    assert files_in(disk) == []
 
 
 # --- item 12: progress a few times a second -------------------------------------------

@@ -22,15 +22,11 @@ from luma_mcp.ledger import (
 from luma_mcp.models import SubmitState, TaskStatus
 from luma_mcp.results import TaskResult
 
-from ..helpers.common import open_store
+from ..helpers.common import open_store, pending
 
 pytestmark = pytest.mark.anyio
 
 PARAMS = {"action": "generate", "prompt": "a fox"}
-
-
-def pending(task_id: str) -> TaskResult:
-    return TaskResult(task_id=task_id, status=TaskStatus.PENDING)
 
 
 async def test_reserve_then_accept_then_record(ledger: Ledger) -> None:

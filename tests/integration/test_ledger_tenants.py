@@ -15,15 +15,11 @@ from luma_mcp.ledger.queries import TEMPLATES, Dialect
 from luma_mcp.models import SubmitState, TaskStatus
 from luma_mcp.results import TaskResult
 
-from ..helpers.common import raw_sql
+from ..helpers.common import pending, raw_sql
 
 pytestmark = pytest.mark.anyio
 
 ROWS = "SELECT row_id, tenant, task_id, state, status, result, error, idempotency_key FROM tasks ORDER BY row_id"
-
-
-def pending(task_id: str) -> TaskResult:
-    return TaskResult(task_id=task_id, status=TaskStatus.PENDING)
 
 
 async def test_another_tenants_row_ids_and_task_ids_change_nothing(store: str, ledger: Ledger) -> None:

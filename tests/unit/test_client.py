@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import socket
 import time
 
 import anyio
@@ -28,6 +27,7 @@ from luma_mcp.retries import RetryPolicy
 from luma_mcp.simulator import REFUSE_MARKER, Simulator, SimulatorServer
 
 from ..helpers.common import CANARY_TOKEN, FAST_RETRY
+from ..helpers.http import free_port
 
 pytestmark = pytest.mark.anyio
 
@@ -171,14 +171,8 @@ async def test_submit_answer_lost_after_the_task_started(luma: LumaClient, sim: 
     assert len(sim.tasks) == 1 and sim.count("/luma/videos") == 1
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 async def test_submit_is_retried_when_the_connection_could_not_be_made() -> None:
-    port = _free_port()
+    port = free_port()
     retry = RetryPolicy(attempts=6, backoff=0.1, total_seconds=10)
     async with LumaClient(token=SecretStr("t"), base_url=f"http://127.0.0.1:{port}", retry=retry) as luma:
         server = SimulatorServer(port=port)
@@ -198,7 +192,7 @@ async def test_submit_is_retried_when_the_connection_could_not_be_made() -> None
 
 
 async def test_connection_refused_everywhere() -> None:
-    url = f"http://127.0.0.1:{_free_port()}"
+    url = f"http://127.0.0.1:{free_port()}"
     async with LumaClient(token=SecretStr("t"), base_url=url, retry=FAST_RETRY) as luma:
         with pytest.raises(LumaConnectionError) as caught:
             await luma.get_task("x")
