@@ -1,6 +1,6 @@
 """Where an MCP call meets the service: whose service it is, how failures read, progress, results.
 
-Every tool, resource and prompt goes through here, so each of these rules has one place:
+Every tool and resource goes through here, so each of these rules has one place:
 - the caller: `video_service(ctx)` builds the service for the current request's `Caller`
   (a plain call: the SDK's `Resolve(...)` parameters measured 0.24 ms a call, 6% of get_task);
 - failures: `answer` turns any `LumaMcpError` into the `ToolError` whose text the model acts on;

@@ -7,7 +7,6 @@ again by the rules in `retries`.
 from __future__ import annotations
 
 import json
-import logging
 from typing import Any, TypeVar
 
 import httpx
@@ -29,8 +28,6 @@ from luma_mcp.errors import (
 )
 from luma_mcp.models import Accepted, RetrieveBatchRequest, RetrieveRequest, TaskBatch, TaskRecord, VideoRequest
 from luma_mcp.retries import RetryPolicy, never_reached_server, retry_after, transient, with_retries
-
-log = logging.getLogger(__name__)
 
 VIDEOS_PATH = "/luma/videos"
 TASKS_PATH = "/luma/tasks"

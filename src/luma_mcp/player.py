@@ -113,7 +113,7 @@ def add_player(settings: Settings) -> Apps:
         view = TaskStatusView(
             tasks=tasks,
             not_found=[i for i in ids if i not in results],
-            next_check_seconds=next_check(service.state.schedule, min(running)) if running else None,
+            next_check_seconds=next_check(service.schedule, min(running)) if running else None,
         )
         return tool_result(list_text(TaskList(tasks=view.tasks, not_found=view.not_found)), view)
 

@@ -36,7 +36,8 @@ T = TypeVar("T")
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """How task reads are retried. `attempts` counts retries, not the first try."""
+    """How many times, and for how long, a request is tried again (reads on transient failures,
+    submits only when nothing was sent). `attempts` counts retries, not the first try."""
 
     attempts: int = 4
     backoff: float = 1.0

@@ -27,8 +27,10 @@ log = logging.getLogger(__name__)
 
 class VideoService:
     def __init__(self, state: AppState, caller: Caller) -> None:
-        self.state = state
+        # Only what every caller shares; the ledger and reads come scoped, through `caller`.
         self.settings = state.settings
+        self.schedule = state.schedule
+        self.stopping = state.stopping
         self.caller = caller
 
     async def submit(
@@ -84,10 +86,10 @@ class VideoService:
             self.fetch,
             results,
             budget=wait_seconds,
-            schedule=self.state.schedule,
+            schedule=self.schedule,
             report=report,
             age=age,
-            stop=self.state.stopping,
+            stop=self.stopping,
         )
 
     # --- listing ------------------------------------------------------------------------

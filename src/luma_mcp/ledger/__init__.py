@@ -1,11 +1,12 @@
 """The task ledger: every submit written down before it is sent, so no paid video is lost.
 
 - `rules`: the rules (reservations, duplicates, spending limits, the stale-`sending` rule,
-  write order) and the entry type;
+  write order);
 - `tenant`: `TenantLedger`, one caller's view, where tenant isolation is enforced;
 - `store`: how a rule runs on a backend (one shielded transaction; a failing store as one
   sentence naming the setting);
-- `queries`: every statement, written once; `records`: what a row stores (`StoredResult`);
+- `queries`: every statement, written once; `records`: what a row stores (`StoredResult`)
+  and the entry type (`LedgerEntry`);
 - `memory`: what the process holds when the store fails;
 - `sqlite` and `postgres`: the two backends (`postgres` is imported only when
   `LUMA_LEDGER_URL` is set, and is the only module that imports psycopg).
@@ -17,17 +18,8 @@ from typing import TYPE_CHECKING
 
 from luma_mcp.errors import LedgerError
 from luma_mcp.ledger.queries import SCHEMA_VERSION
-from luma_mcp.ledger.records import LedgerEntry, StoredResult, decode_cursor, encode_cursor, from_stored, to_stored
-from luma_mcp.ledger.rules import (
-    ANSWER_WRITE_SECONDS,
-    DEFAULT_SENDING_EXPIRY,
-    Ledger,
-    Reservation,
-    SpendingLimits,
-    fingerprint,
-    sending_expiry,
-    submit_deadline,
-)
+from luma_mcp.ledger.records import LedgerEntry, StoredResult
+from luma_mcp.ledger.rules import Ledger, SpendingLimits, sending_expiry, submit_deadline
 from luma_mcp.ledger.sqlite import SQLiteLedger
 from luma_mcp.ledger.tenant import TenantLedger
 from luma_mcp.redact import conninfo_problem, redact_conninfo
@@ -37,26 +29,18 @@ if TYPE_CHECKING:
     from luma_mcp.ledger.postgres import PostgresLedger
 
 __all__ = [
-    "ANSWER_WRITE_SECONDS",
-    "DEFAULT_SENDING_EXPIRY",
     "SCHEMA_VERSION",
     "Ledger",
     "LedgerEntry",
     "PostgresLedger",
-    "Reservation",
     "SQLiteLedger",
     "SpendingLimits",
     "StoredResult",
     "TenantLedger",
-    "decode_cursor",
-    "encode_cursor",
-    "fingerprint",
-    "from_stored",
     "ledger_url_problem",
     "open_ledger",
     "sending_expiry",
     "submit_deadline",
-    "to_stored",
 ]
 
 

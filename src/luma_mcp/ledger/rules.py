@@ -12,7 +12,7 @@ same transaction, so two processes cannot both slip past them.
 
 A submit that provably sent nothing billable (the API refused it, or it never left) leaves
 no row (`forget`), so nobody can fill the ledger with made-up or broke tokens. A row still
-`sending` after `stale_after` cannot be in flight any more (the service cuts every submit
+`sending` after `stale_after` cannot be in flight any more (`submitting` cuts every submit
 off at `submit_deadline`): it reads as `lost` (the rule: `Ledger._stale_before`), and
 `new_take` frees its idempotency key.
 
@@ -26,12 +26,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import time
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any
 
 from luma_mcp.errors import LedgerError, SpendingLimitError
 from luma_mcp.ledger import records
@@ -40,9 +39,6 @@ from luma_mcp.ledger.store import Store
 from luma_mcp.ledger.tenant import Scoped, TenantLedger
 from luma_mcp.models import SubmitState, TaskStatus
 from luma_mcp.results import TaskResult
-
-T = TypeVar("T")
-log = logging.getLogger(__name__)
 
 # The statuses whose result never changes, as the statements take them.
 _FINISHED = json.dumps(sorted(status.value for status in TaskStatus if status.finished))
@@ -58,7 +54,7 @@ ANSWER_WRITE_SECONDS = 40.0
 
 def submit_deadline(request_timeout: float, retry_seconds: float) -> float:
     """The longest one submit may take, from its reservation to its answer: connection retries
-    before it is sent, then one request. The service cuts the submit off there."""
+    before it is sent, then one request. `submitting` cuts the submit off there."""
     return request_timeout + retry_seconds + 15.0
 
 
