@@ -5,7 +5,8 @@ HTTP-only (stdio never imports it). For the app `http_app.create_http_app` build
   a 401 at the edge, before it can reach a header sent upstream.
 - Passthrough: a bearer reaches the MCP layer (a session, a tool call, a ledger row) only after
   `token_checks.TokenChecker` has seen the API accept it; a refusal is a 401 with the API's
-  reason, no verdict yet a 429 or 503 with `Retry-After`.
+  reason, no verdict yet a 429 or 503 with `Retry-After`. An access token this server issued
+  at sign-in (`issued_here`) is not sent upstream: the token verifier checks it against its grant.
 - Sessions: a request that would open one beyond `session_caps.SessionCaps` gets 429 (tenant)
   or 503 (server) with `Retry-After`, not the SDK's bare 503; a successful request on a
   session counts as its use.
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from typing import Any
 
 from mcp.server.streamable_http import MCP_SESSION_ID_HEADER
@@ -78,9 +80,11 @@ class AdmissionMiddleware:
         checker: TokenChecker | None,
         caps: SessionCaps,
         resource_metadata_url: str | None,
+        issued_here: Callable[[str], bool] | None = None,
     ) -> None:
         self.app, self.path, self.checker, self.caps = app, path, checker, caps
         self.resource_metadata_url = resource_metadata_url
+        self.issued_here = issued_here
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"].rstrip("/") != self.path or scope["method"] == "OPTIONS":
@@ -92,7 +96,7 @@ class AdmissionMiddleware:
                 send, f"The bearer token must be printable ASCII (no spaces), at most {MAX_BEARER_LENGTH} characters."
             )
             return
-        if token is not None and self.checker is not None:
+        if token is not None and self.checker is not None and not (self.issued_here and self.issued_here(token)):
             client = scope.get("client")
             outcome = await self.checker.check(token, client[0] if client else "")
             if isinstance(outcome, Unsure):

@@ -7,7 +7,9 @@ download folder. Code below the tools takes a `Caller`, never a tenant string, s
 way to reach another tenant's rows, reads or files.
 
 A tenant is a one-way hash of the caller's Ace Data Cloud token ("bring your own token"
-over HTTP), or `OPERATOR` for everything done with the server's own token (stdio, access keys).
+over HTTP, sent as the bearer or kept sealed by an OAuth sign-in), or `OPERATOR` for
+everything done with the server's own token (stdio, access keys). Over HTTP the edge's token
+verifiers say which, as an `Identity`; `current_caller` is the one place that reads it.
 """
 
 from __future__ import annotations
@@ -15,8 +17,10 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from mcp.server.auth.middleware.auth_context import get_access_token
+from mcp.server.auth.provider import AccessToken
 from pydantic import SecretStr
 
 from luma_mcp.client import LumaClient
@@ -32,6 +36,24 @@ OPERATOR = ""  # the tenant of everything done with the server's own token
 def tenant_of(token: str) -> str:
     """A caller's tenant: a one-way hash of their API token (the token itself is never stored)."""
     return hashlib.sha256(token.encode()).hexdigest()
+
+
+class Identity(AccessToken):
+    """A bearer the HTTP edge has checked: whose tenant it acts for, and with which API token
+    (`upstream`: the caller's own; None: the server's)."""
+
+    tenant: str = OPERATOR
+    upstream: SecretStr | None = None
+
+    @classmethod
+    def spending(cls, upstream: str, *, bearer: str, client_id: str, **fields: Any) -> Identity:
+        """A caller who spends their own API token `upstream`, presented as `bearer` (the token
+        itself, or an OAuth token standing for it). The subject, their tenant, binds each
+        session to them."""
+        tenant = tenant_of(upstream)
+        return cls(
+            token=bearer, client_id=client_id, subject=tenant, tenant=tenant, upstream=SecretStr(upstream), **fields
+        )
 
 
 @dataclass(frozen=True)
@@ -59,12 +81,12 @@ class Caller:
 
 def current_caller(state: AppState) -> Caller:
     """The caller of the request being handled: the HTTP layer has already checked their bearer."""
-    if state.settings.auth_mode == "passthrough":
-        # Bring your own token: the caller's bearer is their Ace Data Cloud token.
-        access = get_access_token()
-        if access is None:  # the HTTP layer refuses unauthenticated calls before they get here
-            raise ServiceError("This server needs your Ace Data Cloud API token as the bearer token.")
-        return Caller.of(state, tenant_of(access.token), state.luma.with_token(SecretStr(access.token)))
+    access = get_access_token()
+    if isinstance(access, Identity) and access.upstream is not None:
+        # Bring your own token: spend the caller's own, in their own tenant.
+        return Caller.of(state, access.tenant, state.luma.with_token(access.upstream))
+    if state.settings.auth_mode == "passthrough":  # the HTTP layer refuses anything else before here
+        raise ServiceError("This server needs your Ace Data Cloud API token as the bearer token.")
     if not state.luma.has_token:
         raise ServiceError(
             f"No Ace Data Cloud API token is configured. Set {TOKEN_ENV} in this MCP server's environment "

@@ -5,6 +5,7 @@ Every field here is read somewhere; the README's configuration table lists them 
 
 from __future__ import annotations
 
+import base64
 import re
 from pathlib import Path
 from typing import Literal
@@ -51,6 +52,17 @@ def _read_keys_file(path: Path) -> list[str]:
         return data.decode("utf-8-sig").splitlines()
     except UnicodeDecodeError:
         raise SettingsError(f"LUMA_MCP_API_KEYS_FILE ({path}) is not UTF-8 text: save it as UTF-8.") from None
+
+
+NEW_OAUTH_KEY_COMMAND = "python3 -c 'import base64, os; print(base64.urlsafe_b64encode(os.urandom(32)).decode())'"
+
+
+def _is_fernet_key(key: str) -> bool:
+    """A Fernet key: 32 bytes in url-safe base64 (checked here without importing cryptography)."""
+    try:
+        return len(base64.urlsafe_b64decode(key.encode("ascii"))) == 32 and len(key) == 44
+    except (ValueError, UnicodeEncodeError):
+        return False
 
 
 class Settings(BaseSettings):
@@ -122,6 +134,13 @@ class Settings(BaseSettings):
     http_read_timeout: int = Field(default=10, ge=1, le=300, validation_alias="LUMA_MCP_READ_TIMEOUT_SECONDS")
     http_keep_alive: int = Field(default=5, ge=1, le=300, validation_alias="LUMA_MCP_KEEP_ALIVE_SECONDS")
 
+    # OAuth sign-in for web connectors (luma_mcp.oauth): people prove what LUMA_MCP_AUTH asks for.
+    oauth: bool = Field(default=False, validation_alias="LUMA_MCP_OAUTH")
+    oauth_key: SecretStr | None = Field(default=None, validation_alias="LUMA_MCP_OAUTH_KEY")
+    oauth_access_seconds: int = Field(default=3600, ge=60, le=86_400, validation_alias="LUMA_MCP_OAUTH_ACCESS_SECONDS")
+    oauth_grant_days: float = Field(default=30, gt=0, le=365, validation_alias="LUMA_MCP_OAUTH_GRANT_DAYS")
+    oauth_max_clients: int = Field(default=10_000, ge=1, validation_alias="LUMA_MCP_OAUTH_MAX_CLIENTS")
+
     # The player view (MCP Apps) may load media only from these origins, and the API's own.
     media_domains: str = Field(
         default="https://platform.cdn.acedata.cloud,https://cdn.acedata.cloud,https://storage.cdn-luma.com",
@@ -164,6 +183,29 @@ class Settings(BaseSettings):
             )
         return [key for _, key in keys]
 
+    def oauth_keys(self) -> list[str]:
+        """The server keys of LUMA_MCP_OAUTH_KEY: the first seals, every one opens (rotation)."""
+        return split_list(self.oauth_key.get_secret_value()) if self.oauth_key else []
+
+    def _check_oauth(self) -> None:
+        if self.auth_mode is None:
+            raise ValueError(
+                "LUMA_MCP_OAUTH=true needs LUMA_MCP_AUTH=passthrough (people sign in with their own Ace Data Cloud "
+                "token) or access keys (LUMA_MCP_API_KEYS: people sign in with a key you gave them)"
+            )
+        keys = self.oauth_keys()
+        if not keys:
+            raise ValueError(
+                "LUMA_MCP_OAUTH=true needs LUMA_MCP_OAUTH_KEY, the key that seals sign-ins (and, with "
+                f"passthrough, people's API tokens) at rest. Make one with: {NEW_OAUTH_KEY_COMMAND}"
+            )
+        for number, key in enumerate(keys, start=1):
+            if not _is_fernet_key(key):
+                raise ValueError(
+                    f"LUMA_MCP_OAUTH_KEY's key number {number} is not a key of the right form (32 bytes, url-safe "
+                    f"base64): make one with: {NEW_OAUTH_KEY_COMMAND}"
+                )
+
     @property
     def auth_mode(self) -> Literal["keys", "passthrough"] | None:
         if self.http_auth is not None:
@@ -194,6 +236,8 @@ class Settings(BaseSettings):
                     f"LUMA_MEDIA_DOMAINS has {domain!r}, which is not an origin: give each as https://host "
                     "(or https://*.host, or with a :port), comma-separated, with no path"
                 )
+        if self.oauth:
+            self._check_oauth()
         if self.poll_initial_seconds > self.poll_max_seconds:
             raise ValueError("LUMA_POLL_INITIAL_SECONDS must not exceed LUMA_POLL_MAX_SECONDS")
         return self

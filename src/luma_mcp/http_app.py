@@ -17,9 +17,10 @@ import hmac
 import ipaddress
 import logging
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
-from typing import Any
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 import uvicorn
 from mcp.server.auth.provider import AccessToken, TokenVerifier
@@ -35,7 +36,7 @@ from starlette.responses import JSONResponse
 from luma_mcp import __version__
 from luma_mcp.admission import AdmissionMiddleware
 from luma_mcp.bearer import acceptable_bearer
-from luma_mcp.caller import tenant_of
+from luma_mcp.caller import Identity
 from luma_mcp.client import LumaClient
 from luma_mcp.config import Settings, split_list
 from luma_mcp.errors import CONSOLE_URL, LumaBalanceError, LumaError
@@ -46,6 +47,10 @@ from luma_mcp.server import create_server
 from luma_mcp.session_caps import SessionCaps
 from luma_mcp.token_checks import Probe, ProviderUnavailable, TokenChecker, Verdict, token_digest
 from luma_mcp.waiting import SHUTDOWN_GRACE_SECONDS
+
+if TYPE_CHECKING:
+    from luma_mcp.oauth.client_documents import ClientDocuments
+    from luma_mcp.oauth.routes import OAuthEdge
 
 log = logging.getLogger(__name__)
 
@@ -64,10 +69,11 @@ class ConfigurationError(Exception):
 class AccessKeyVerifier(TokenVerifier):
     """Accepts one of the configured access keys, compared in constant time."""
 
-    def __init__(self, keys: list[str]) -> None:
+    def __init__(self, keys: list[str], resource: str) -> None:
         if not keys:
             raise ConfigurationError("No access keys configured: set LUMA_MCP_API_KEYS or LUMA_MCP_API_KEYS_FILE.")
         self._digests = [token_digest(key) for key in keys]
+        self._resource = resource
 
     async def verify_token(self, token: str) -> AccessToken | None:
         if not acceptable_bearer(token):
@@ -77,7 +83,9 @@ class AccessKeyVerifier(TokenVerifier):
         for known in self._digests:  # every key compared, match or not: no timing signal
             matched |= hmac.compare_digest(digest, known)
         # The subject binds each session to the key that opened it.
-        return AccessToken(token=token, client_id="access-key", scopes=[], subject=digest.hex()) if matched else None
+        if not matched:
+            return None
+        return Identity(token=token, client_id="access-key", scopes=[], subject=digest.hex(), resource=self._resource)
 
 
 class PassthroughVerifier(TokenVerifier):
@@ -87,14 +95,13 @@ class PassthroughVerifier(TokenVerifier):
     middleware in front, which can answer 429/503 with Retry-After; this only reads its verdict.
     """
 
-    def __init__(self, checker: TokenChecker) -> None:
-        self._checker = checker
+    def __init__(self, checker: TokenChecker, resource: str) -> None:
+        self._checker, self._resource = checker, resource
 
     async def verify_token(self, token: str) -> AccessToken | None:
         if not acceptable_bearer(token) or not self._checker.accepted(token):
             return None
-        # The subject (the tenant's hash) binds each session to the token that opened it.
-        return AccessToken(token=token, client_id="acedata-token", scopes=[], subject=tenant_of(token))
+        return Identity.spending(token, bearer=token, client_id="acedata-token", scopes=[], resource=self._resource)
 
 
 def token_probe(luma: LumaClient) -> Probe:
@@ -125,8 +132,16 @@ def is_loopback(host: str) -> bool:
 
 
 def create_http_app(
-    settings: Settings, host: str = "127.0.0.1", port: int = 8000, stopping: threading.Event | None = None
+    settings: Settings,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    stopping: threading.Event | None = None,
+    *,
+    documents: ClientDocuments | None = None,
 ) -> Starlette:
+    """The HTTP app. `documents` fetches client ID metadata documents for the sign-in (None:
+    the default, `oauth.client_documents.ClientDocuments()`; tests pass one that trusts their
+    own TLS server)."""
     mode = settings.auth_mode
     if mode is None and not is_loopback(host):
         raise ConfigurationError(
@@ -156,12 +171,28 @@ def create_http_app(
             cache_seconds=settings.token_cache_seconds,
             cache_size=settings.token_cache_size,
         )
+    resource = f"{public_url}{MCP_PATH}"
+    oauth: OAuthEdge | None = None
     if mode is not None:
-        verifier = AccessKeyVerifier(settings.access_keys()) if checker is None else PassthroughVerifier(checker)
+        static: TokenVerifier = (
+            AccessKeyVerifier(settings.access_keys(), resource)
+            if checker is None
+            else PassthroughVerifier(checker, resource)
+        )
+        verifier = static
+        if settings.oauth:
+            from luma_mcp.oauth.routes import oauth_edge  # HTTP with sign-in only: cryptography and all
+
+            _check_issuer(public_url)
+            keys = static if mode == "keys" else None
+            oauth = oauth_edge(
+                settings, issuer=public_url, resource=resource, checker=checker, keys=keys, documents=documents
+            )
+            verifier = oauth.verifier(static)
         auth = AuthSettings(
-            issuer_url=public_url,  # no OAuth server here: keys and API tokens are issued elsewhere
-            resource_server_url=f"{public_url}{MCP_PATH}",
-            validate_token_resource=False,  # the verifier knows its own tokens
+            issuer_url=public_url,  # signs people in with LUMA_MCP_OAUTH; else keys and tokens come from elsewhere
+            resource_server_url=resource,
+            validate_token_resource=True,  # every bearer is checked as one for this server's /mcp
         )
     mcp = create_server(settings, token_verifier=verifier, auth=auth, stopping=stopping, remote=True)
 
@@ -192,12 +223,16 @@ def create_http_app(
         path=MCP_PATH,
         checker=checker,
         caps=caps,
-        resource_metadata_url=str(build_resource_metadata_url(AnyHttpUrl(f"{public_url}{MCP_PATH}"))) if auth else None,
+        resource_metadata_url=str(build_resource_metadata_url(AnyHttpUrl(resource))) if auth else None,
+        issued_here=oauth.issued_here if oauth is not None else None,
     )
     app.state.posts = PostsInFlight()  # for DrainingServer: answers still to go out when stopping
     app.add_middleware(CountPosts, posts=app.state.posts)
-    if checks is not None:
-        app.router.lifespan_context = _closing(app.router.lifespan_context, checks)
+    if oauth is not None:
+        app.router.routes.extend(oauth.routes)
+    closers = [closer for closer in (checks.aclose if checks else None, oauth.aclose if oauth else None) if closer]
+    if closers:
+        app.router.lifespan_context = _closing(app.router.lifespan_context, closers)
     if cors:  # added last, so outermost: its headers reach the admission answers too
         app.add_middleware(
             CORSMiddleware,
@@ -210,19 +245,34 @@ def create_http_app(
 
 
 def _closing(
-    lifespan: Callable[[Starlette], AbstractAsyncContextManager[Any]], client: LumaClient
+    lifespan: Callable[[Starlette], AbstractAsyncContextManager[Any]], closers: Sequence[Callable[[], Awaitable[None]]]
 ) -> Callable[[Starlette], AbstractAsyncContextManager[Any]]:
-    """`lifespan`, then `client`'s connections closed."""
+    """`lifespan`, then what the edge holds of its own (connections, the grants' store) closed."""
 
     @contextlib.asynccontextmanager
     async def closing(app: Starlette) -> AsyncIterator[Any]:
-        try:
+        async with contextlib.AsyncExitStack() as stack:
+            for close in closers:
+                stack.push_async_callback(close)
             async with lifespan(app) as state:
                 yield state
-        finally:
-            await client.aclose()
 
     return closing
+
+
+def _check_issuer(public_url: str) -> None:
+    """The sign-in's issuer: https (plain http on loopback only, for trying it out), no path."""
+    parts = urlsplit(public_url)
+    if parts.scheme != "https" and not (parts.scheme == "http" and is_loopback(parts.hostname or "")):
+        raise ConfigurationError(
+            f"LUMA_MCP_OAUTH needs LUMA_MCP_PUBLIC_URL to be the https:// address people reach this server at "
+            f"(it is {public_url}); plain http only works on this machine's loopback."
+        )
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        raise ConfigurationError(
+            f"LUMA_MCP_OAUTH needs LUMA_MCP_PUBLIC_URL to be an origin with no path (it is {public_url}): serve "
+            "luma-mcp at the root of its own host name."
+        )
 
 
 def serve_http(settings: Settings, host: str, port: int) -> None:

@@ -41,9 +41,14 @@ class HttpServer:
     """`luma-mcp --transport http` as a real process on a free loopback port."""
 
     def __init__(
-        self, env: dict[str, str], *args: str, host: str = "127.0.0.1", open_files_limit: int | None = None
+        self,
+        env: dict[str, str],
+        *args: str,
+        host: str = "127.0.0.1",
+        open_files_limit: int | None = None,
+        port: int | None = None,
     ) -> None:
-        self.port = free_port()
+        self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         # Logs go to a file, not a pipe: a pipe nobody reads fills up and stalls the server.
         self.log = tempfile.NamedTemporaryFile(mode="w+", prefix="luma-http-", suffix=".log")  # noqa: SIM115

@@ -83,7 +83,7 @@ async def test_held_answers_and_refusals_are_each_tenants_own(store: str, ledger
 @pytest.mark.parametrize("dialect", [":{}", "%({})s"], ids=["sqlite", "postgres"])
 def test_every_statement_names_the_tenant(dialect: str) -> None:
     """Static, and beside the behaviour above: every statement on `tasks` compares the tenant."""
-    rendered, _ = Dialect(parameter=dialect, rows="each({})", serial="", float="").render()
+    rendered = Dialect(parameter=dialect, rows="each({})", serial="", float="").render(TEMPLATES)
     tenant = dialect.format("tenant")
     for name, statement in zip(TEMPLATES._fields, rendered, strict=True):
         fields = {field for _, field, _, _ in string.Formatter().parse(getattr(TEMPLATES, name)) if field}

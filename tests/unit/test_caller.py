@@ -12,9 +12,8 @@ from typing import Any
 import pytest
 from mcp.server.auth.middleware.auth_context import auth_context_var
 from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
-from mcp.server.auth.provider import AccessToken
 
-from luma_mcp.caller import OPERATOR, current_caller, tenant_of
+from luma_mcp.caller import OPERATOR, Identity, current_caller, tenant_of
 from luma_mcp.errors import ServiceError
 from luma_mcp.models import GenerateRequest, TaskStatus
 from luma_mcp.results import TaskResult
@@ -38,9 +37,15 @@ EVERYTHING: dict[str, Any] = {
 
 
 @contextmanager
-def bearer(token: str) -> Iterator[None]:
-    """What the HTTP layer leaves behind for a request whose bearer it accepted."""
-    reset = auth_context_var.set(AuthenticatedUser(AccessToken(token=token, client_id="t", scopes=[])))
+def bearer(token: str, *, own: bool = True) -> Iterator[None]:
+    """What the HTTP layer leaves behind for a request whose bearer it accepted: the caller's own
+    API token (`own`), or an access key (the server's token pays)."""
+    identity = (
+        Identity.spending(token, bearer=token, client_id="t", scopes=[])
+        if own
+        else Identity(token=token, client_id="access-key", scopes=[])
+    )
+    reset = auth_context_var.set(AuthenticatedUser(identity))
     try:
         yield
     finally:
@@ -82,7 +87,7 @@ async def test_a_passthrough_call_without_a_bearer_gets_no_caller(sim_server: Si
 async def test_the_servers_own_token_is_the_operators_tenant(sim_server: SimulatorServer, tmp_path: Path) -> None:
     settings = make_settings(sim_server.url, LUMA_DOWNLOAD_DIR=str(tmp_path))
     async with open_state(settings, FAST_SCHEDULE) as state:
-        with bearer(TOKEN_A):  # an access key is not a tenant: the server's token pays
+        with bearer(TOKEN_A, own=False):  # an access key is not a tenant: the server's token pays
             caller = current_caller(state)
         assert caller.tenant == OPERATOR and caller.luma is state.luma and caller.download_dir == tmp_path
 

@@ -16,19 +16,20 @@ from typing import Any, TypeVar
 import anyio
 
 from luma_mcp.errors import LedgerError, LedgerUnavailable
-from luma_mcp.ledger.queries import SCHEMA_VERSION, Dialect
+from luma_mcp.ledger.queries import GRANT_TEMPLATES, SCHEMA_VERSION, TEMPLATES, Dialect
 from luma_mcp.ledger.rules import DEFAULT_SENDING_EXPIRY, Ledger
 from luma_mcp.ledger.tenant import Scoped, Sql
 from luma_mcp.redact import redact_conninfo
 
 T = TypeVar("T")
 
-SQL, MIGRATIONS = Dialect(
+DIALECT = Dialect(
     parameter="%({})s",
     rows="json_array_elements_text({}::json)",
     serial="BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY",
     float="DOUBLE PRECISION",
-).render()
+)
+SQL, GRANT_SQL, MIGRATIONS = DIALECT.render(TEMPLATES), DIALECT.render(GRANT_TEMPLATES), DIALECT.migrations()
 _TENANT_TURN = "SELECT pg_advisory_xact_lock(hashtext(%(tenant)s))"
 _MIGRATION_TURN = "SELECT pg_advisory_xact_lock(7362001)"
 
@@ -38,6 +39,7 @@ class PostgresLedger(Ledger):
 
     setting = "LUMA_LEDGER_URL"
     sql = SQL
+    grant_sql = GRANT_SQL
 
     def __init__(self, url: str, *, max_connections: int = 10, stale_after: float = DEFAULT_SENDING_EXPIRY) -> None:
         try:

@@ -20,7 +20,7 @@ parameters whose values `rules` passes. And every statement on `tasks` compares
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import NamedTuple, TypeVar
 
 # Each migration moves the schema one version up; old rows are kept.
 MIGRATIONS: tuple[str, ...] = (
@@ -44,6 +44,40 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE UNIQUE INDEX tasks_by_key ON tasks (tenant, idempotency_key) WHERE idempotency_key IS NOT NULL;
     CREATE INDEX tasks_by_time ON tasks (tenant, created_at DESC, row_id DESC);
     CREATE INDEX tasks_by_fingerprint ON tasks (tenant, fingerprint, created_at DESC);
+    """,
+    # 2: OAuth sign-in (`luma_mcp.oauth`): registered clients, grants (one per sign-in, with
+    # the person's API token sealed) and their codes and tokens, kept only as hashes.
+    """
+    CREATE TABLE oauth_clients (
+        client_id   TEXT PRIMARY KEY,
+        info        TEXT NOT NULL,
+        created_at  {float} NOT NULL,
+        expires_at  {float} NOT NULL
+    );
+    CREATE INDEX oauth_clients_by_expiry ON oauth_clients (expires_at);
+    CREATE TABLE oauth_grants (
+        grant_id     TEXT PRIMARY KEY,
+        client_id    TEXT NOT NULL,
+        tenant       TEXT NOT NULL,
+        subject      TEXT NOT NULL,
+        sealed_token TEXT,
+        scopes       TEXT NOT NULL,
+        resource     TEXT NOT NULL,
+        created_at   {float} NOT NULL,
+        expires_at   {float} NOT NULL
+    );
+    CREATE INDEX oauth_grants_by_subject ON oauth_grants (subject, created_at);
+    CREATE INDEX oauth_grants_by_expiry ON oauth_grants (expires_at);
+    CREATE TABLE oauth_tokens (
+        token_hash  TEXT PRIMARY KEY,
+        kind        TEXT NOT NULL,
+        grant_id    TEXT NOT NULL,
+        expires_at  {float} NOT NULL,
+        used_at     {float},
+        details     TEXT
+    );
+    CREATE INDEX oauth_tokens_by_grant ON oauth_tokens (grant_id);
+    CREATE INDEX oauth_tokens_by_expiry ON oauth_tokens (expires_at);
     """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -111,6 +145,58 @@ class Statements(NamedTuple):
 TEMPLATES = Statements()
 
 
+class GrantStatements(NamedTuple):
+    """OAuth sign-in's statements (`oauth.grants`): clients, grants, and their codes and tokens.
+
+    A token is found by its hash only; a grant read through a token is live (not expired);
+    single use (codes, rotated refresh tokens) is one conditional update whose row count says
+    who used it first.
+    """
+
+    add_client: str = (
+        "INSERT INTO oauth_clients (client_id, info, created_at, expires_at) "
+        "VALUES ({client_id}, {info}, {now}, {expires_at})"
+    )
+    client: str = "SELECT info FROM oauth_clients WHERE client_id = {client_id} AND expires_at > {now}"
+    live_clients: str = "SELECT COUNT(*) AS clients FROM oauth_clients WHERE expires_at > {now}"
+    keep_client: str = (
+        "UPDATE oauth_clients SET expires_at = {expires_at} WHERE client_id = {client_id} AND expires_at < {expires_at}"
+    )
+    add_grant: str = (
+        "INSERT INTO oauth_grants (grant_id, client_id, tenant, subject, sealed_token, scopes, resource, "
+        "created_at, expires_at) VALUES ({grant_id}, {client_id}, {tenant}, {subject}, {sealed_token}, {scopes}, "
+        "{resource}, {now}, {expires_at})"
+    )
+    # A subject's grants beyond the newest {keep}: the oldest go first.
+    surplus_grants: str = (
+        "SELECT grant_id FROM oauth_grants WHERE subject = {subject} ORDER BY created_at DESC, grant_id "
+        "LIMIT 100 OFFSET {keep}"
+    )
+    extend_grant: str = "UPDATE oauth_grants SET expires_at = {expires_at} WHERE grant_id = {grant_id}"
+    issue: str = (
+        "INSERT INTO oauth_tokens (token_hash, kind, grant_id, expires_at, details) "
+        "VALUES ({token_hash}, {kind}, {grant_id}, {expires_at}, {details})"
+    )
+    by_hash: str = (
+        "SELECT t.kind, t.expires_at AS token_expires_at, t.used_at, t.details, g.grant_id, g.client_id, "
+        "g.tenant, g.subject, g.sealed_token, g.scopes, g.resource, g.expires_at "
+        "FROM oauth_tokens t JOIN oauth_grants g ON g.grant_id = t.grant_id "
+        "WHERE t.token_hash = {token_hash} AND t.kind = {kind} AND g.expires_at > {now}"
+    )
+    spend: str = "UPDATE oauth_tokens SET used_at = {now} WHERE token_hash = {token_hash} AND used_at IS NULL"
+    drop_kind: str = "DELETE FROM oauth_tokens WHERE grant_id = {grant_id} AND kind = {kind}"
+    drop_grant_tokens: str = "DELETE FROM oauth_tokens WHERE grant_id = {grant_id}"
+    drop_grant: str = "DELETE FROM oauth_grants WHERE grant_id = {grant_id}"
+    prune_tokens: str = "DELETE FROM oauth_tokens WHERE expires_at < {now}"
+    prune_orphans: str = "DELETE FROM oauth_tokens WHERE grant_id NOT IN (SELECT grant_id FROM oauth_grants)"
+    prune_grants: str = "DELETE FROM oauth_grants WHERE expires_at < {now}"
+    prune_clients: str = "DELETE FROM oauth_clients WHERE expires_at < {now}"
+
+
+GRANT_TEMPLATES = GrantStatements()
+StatementsT = TypeVar("StatementsT", Statements, GrantStatements)
+
+
 @dataclass(frozen=True)
 class Dialect:
     """How one backend spells what the templates leave open."""
@@ -120,11 +206,15 @@ class Dialect:
     serial: str  # the type of an auto-numbered primary key
     float: str  # the type of a double-precision number
 
-    def render(self) -> tuple[Statements, tuple[str, ...]]:
-        """The statements and the migrations as this backend runs them."""
+    def render(self, templates: StatementsT) -> StatementsT:
+        """`templates` (one of the statement tuples above) as this backend runs them."""
         spelling = _Spelling(self)
-        statements = Statements(*(template.format_map(spelling) for template in TEMPLATES))
-        return statements, tuple(migration.format_map(spelling) for migration in MIGRATIONS)
+        return type(templates)(*(template.format_map(spelling) for template in templates))
+
+    def migrations(self) -> tuple[str, ...]:
+        """The migrations as this backend runs them."""
+        spelling = _Spelling(self)
+        return tuple(migration.format_map(spelling) for migration in MIGRATIONS)
 
 
 class _Parameter:

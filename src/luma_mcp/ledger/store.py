@@ -20,7 +20,7 @@ import anyio
 from luma_mcp.errors import LedgerError, LedgerUnavailable
 from luma_mcp.ledger import records
 from luma_mcp.ledger.memory import ProcessMemory
-from luma_mcp.ledger.queries import SCHEMA_VERSION, Statements
+from luma_mcp.ledger.queries import SCHEMA_VERSION, GrantStatements, Statements
 from luma_mcp.ledger.tenant import Scoped, Sql
 from luma_mcp.models import SubmitState
 from luma_mcp.results import TaskResult
@@ -34,6 +34,7 @@ class Store:
 
     setting: ClassVar[str]  # the setting that names the store, for messages that say what to change
     sql: ClassVar[Statements]  # the backend's rendering of `queries`
+    grant_sql: ClassVar[GrantStatements]  # and of its OAuth statements (`oauth.grants`)
 
     def __init__(self, where: str, *, stale_after: float) -> None:
         self.where = where  # for messages: the file or database this ledger lives in
@@ -67,10 +68,15 @@ class Store:
     async def _run(self, tenant: str, work: Callable[[Scoped], T], *, write: bool = False) -> T:
         if write and self._memory.holding():
             await self._write_held_answers()
-        # Shielded: a cancelled tool call must not leave a write half done.
+        return await self.transact(lambda db: work(Scoped(db, tenant)), write=write)
+
+    async def transact(self, work: Callable[[Sql], T], *, write: bool = False) -> T:
+        """`work` in one transaction, shielded from cancellation (a cancelled call must not leave
+        a write half done); a failure of the store itself raised as one `LedgerUnavailable`.
+        Tasks go through `_run` (tenant-scoped); OAuth's tables (`oauth.grants`) come here."""
         with anyio.CancelScope(shield=True):
             try:
-                outcome = await self._transaction(lambda db: work(Scoped(db, tenant)), write=write)
+                outcome = await self._transaction(work, write=write)
             except Exception as exc:
                 unusable = self._unusable(exc)
                 if unusable is None:
