@@ -4,18 +4,36 @@ test_oauth_browser.py)."""
 
 from __future__ import annotations
 
+import html
 import sqlite3
+import time
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
+import httpx
 import pytest
 
 from luma_mcp.results import TaskResult
 from luma_mcp.simulator import SimulatorServer
 
-from ..helpers.http import TOKEN_A, TOKEN_B, HttpServer, client, free_port, http_env
-from ..helpers.oauth import SignInByForm, oauth_client, oauth_env, oauth_provider
+from ..helpers.http import KEY, TOKEN_A, TOKEN_B, HttpServer, client, free_port, http_env
+from ..helpers.oauth import (
+    MemoryStorage,
+    RawConnector,
+    SignInByForm,
+    mcp_status,
+    oauth_client,
+    oauth_env,
+    oauth_provider,
+)
+from ..helpers.postgres import fresh_database
 
 pytestmark = pytest.mark.anyio
+
+
+def raw_sql_file(path: Path, statement: str) -> None:
+    with sqlite3.connect(path) as db:
+        db.execute(statement)
 
 
 def passthrough_server(sim_server: SimulatorServer, **extra: str) -> HttpServer:
@@ -55,3 +73,204 @@ async def test_a_web_connector_signs_in_with_its_token_and_makes_videos_in_its_t
         stored = [row for table in ("oauth_tokens", "oauth_clients") for row in db.execute(f"SELECT * FROM {table}")]  # noqa: S608
     assert len(grants) == 1 and grants[0][0] and TOKEN_A not in grants[0][0]
     assert not any(TOKEN_A in str(value) for row in stored for value in row)
+
+
+def location_query(answer: httpx.Response) -> dict[str, str]:
+    return {key: values[0] for key, values in parse_qs(urlsplit(answer.headers["location"]).query).items()}
+
+
+async def test_what_the_authorization_server_refuses(sim_server: SimulatorServer, private_folders: Path) -> None:
+    sim_server.simulator.valid_tokens = {TOKEN_A}
+    server = passthrough_server(sim_server)
+    try:
+        with httpx.Client(base_url=server.url, timeout=30) as http:
+            raw = RawConnector(http)
+            # Registration: only https, loopback http or an app's own scheme come back from the browser.
+            for uri in ("http://evil.example/cb", "javascript:alert(1)", "https://app.example/cb#frag"):
+                refused = RawConnector(http, redirect_uri=uri).register()
+                assert refused.status_code == 400 and refused.json()["error"] == "invalid_redirect_uri", uri
+            assert raw.register(client_name="Raw").status_code == 201
+            # An unknown redirect URI is answered here, never redirected to; a loopback one may change port.
+            unknown = raw.authorize(redirect_uri="https://attacker.example/cb")
+            assert unknown.status_code == 400 and "not registered" in unknown.json()["error_description"]
+            assert raw.authorize(redirect_uri="http://127.0.0.1:50999/callback").status_code == 302
+            assert raw.authorize(redirect_uri="http://127.0.0.1:50999/other").status_code == 400
+            # A token for another resource is refused, back at the client with its state.
+            elsewhere = location_query(raw.authorize(resource="https://other.example/mcp", state="s-9"))
+            assert elsewhere["error"] == "invalid_target" and elsewhere["state"] == "s-9"
+            # The page without its cookie, or with another, is a forged post.
+            page = raw.sign_in_page()
+            assert TOKEN_A not in page.text and 'type="password"' in page.text
+            http.cookies.clear()
+            assert raw.submit(page, TOKEN_A).status_code == 403
+            http.cookies.set("luma_signin", "forged", domain="127.0.0.1", path="/signin")
+            assert raw.submit(page, TOKEN_A).status_code == 403
+            http.cookies.clear()
+            # A token Ace Data Cloud refuses is answered on the page: no code, nothing stored.
+            page = raw.sign_in_page()
+            wrong = raw.submit(page, "made-up-token-123")
+            assert wrong.status_code == 400 and "does not accept this token" in wrong.text
+            assert "made-up-token-123" not in wrong.text and 'role="alert"' in wrong.text
+            # Wrong PKCE verifier, another redirect URI: refused, and the code is still unspent.
+            code = raw.code(TOKEN_A)
+            assert raw.token(code, verifier="x" * 50).json()["error"] == "invalid_grant"
+            mismatched = raw.token(code, redirect_uri="http://127.0.0.1:50999/callback")
+            assert mismatched.json()["error"] == "invalid_request"
+            first = raw.token(code)
+            assert first.status_code == 200
+            assert mcp_status(server.url, first.json()["access_token"]).status_code == 200
+            # The code again: refused, and the grant it made is revoked (someone else has the code).
+            assert raw.token(code).json()["error"] == "invalid_grant"
+            revoked = mcp_status(server.url, first.json()["access_token"])
+            assert revoked.status_code == 401
+            challenge = revoked.headers["www-authenticate"]
+            assert 'error="invalid_token"' in challenge
+            assert f'resource_metadata="{server.url}/.well-known/oauth-protected-resource/mcp"' in challenge
+            # Refresh rotates; the old refresh token again revokes the grant.
+            tokens = raw.tokens(TOKEN_A)
+            rotated = raw.refresh(tokens["refresh_token"])
+            assert rotated.status_code == 200 and rotated.json()["refresh_token"] != tokens["refresh_token"]
+            assert mcp_status(server.url, tokens["access_token"]).status_code == 401  # the old access token ended
+            assert mcp_status(server.url, rotated.json()["access_token"]).status_code == 200
+            assert raw.refresh(tokens["refresh_token"]).json()["error"] == "invalid_grant"
+            assert mcp_status(server.url, rotated.json()["access_token"]).status_code == 401
+            # Revocation ends the access and the refresh token together.
+            tokens = raw.tokens(TOKEN_A)
+            assert raw.revoke(tokens["access_token"]).status_code == 200
+            assert mcp_status(server.url, tokens["access_token"]).status_code == 401
+            assert raw.refresh(tokens["refresh_token"]).json()["error"] == "invalid_grant"
+            # An expired access token is refused like a revoked one.
+            tokens = raw.tokens(TOKEN_A)
+            raw_sql_file(
+                private_folders / "ledger.sqlite3", "UPDATE oauth_tokens SET expires_at = 0 WHERE kind = 'access'"
+            )
+            assert mcp_status(server.url, tokens["access_token"]).status_code == 401
+            # Revoked and expired grants leave nothing behind: only the live grant of the refresh is kept.
+            with sqlite3.connect(private_folders / "ledger.sqlite3") as db:
+                grants = db.execute("SELECT count(*) FROM oauth_grants").fetchone()[0]
+            assert grants == 1
+    finally:
+        _, log = server.stop()
+    assert TOKEN_A not in log and "made-up-token-123" not in log
+
+
+async def test_a_flood_of_sign_in_attempts_is_slowed_per_address(sim_server: SimulatorServer) -> None:
+    sim_server.simulator.valid_tokens = {TOKEN_A}
+    server = passthrough_server(sim_server)
+    try:
+        with httpx.Client(base_url=server.url, timeout=30) as http:
+            raw = RawConnector(http)
+            assert raw.register().status_code == 201
+            page = raw.sign_in_page()
+            answers = [raw.submit(page, f"guess-{n}-abcdef") for n in range(8)]
+            # A few guesses are checked with the API (and refused); then this address waits.
+            statuses = [answer.status_code for answer in answers]
+            assert 400 in statuses[:4] and statuses[-4:] == [429] * 4, statuses
+            assert all("Too many attempts" in a.text and int(a.headers["retry-after"]) >= 1 for a in answers[-4:])
+            limited = raw.submit(page, TOKEN_A)  # even the right one waits its turn
+            assert limited.status_code == 429 and "Too many attempts" in limited.text
+    finally:
+        server.stop()
+    assert sim_server.simulator.count("/luma/tasks") <= 5  # each refused guess was checked at most once upstream
+
+
+async def test_the_connector_refreshes_without_signing_in_again_and_revocation_ends_it(
+    sim_server: SimulatorServer, private_folders: Path
+) -> None:
+    sim_server.simulator.valid_tokens = {TOKEN_A}
+    server = passthrough_server(sim_server)
+    storage = MemoryStorage()
+    sign_in = SignInByForm(TOKEN_A)
+    provider = oauth_provider(server.url, sign_in, storage)
+    try:
+        async with oauth_client(server.url, provider) as connector:
+            assert not (await connector.call_tool("list_tasks", {})).is_error
+        first = storage.tokens
+        assert first is not None and sign_in.sign_ins == 1
+        # An hour later, on both clocks: the access token has expired, the refresh token has not.
+        raw_sql_file(private_folders / "ledger.sqlite3", "UPDATE oauth_tokens SET expires_at = 0 WHERE kind = 'access'")
+        provider.context.token_expiry_time = time.time() - 1
+        async with oauth_client(server.url, provider) as connector:
+            assert not (await connector.call_tool("list_tasks", {})).is_error
+        assert sign_in.sign_ins == 1 and storage.tokens is not None
+        assert storage.tokens.refresh_token != first.refresh_token  # rotated
+        # The person disconnects the app: its tokens stop working, and it must ask them again.
+        assert storage.client_info is not None and storage.tokens.refresh_token is not None
+        with httpx.Client(base_url=server.url, timeout=30) as http:
+            raw = RawConnector(http, client_id=storage.client_info.client_id)
+            assert raw.revoke(storage.tokens.refresh_token).status_code == 200
+        assert mcp_status(server.url, storage.tokens.access_token).status_code == 401
+        async with oauth_client(server.url, provider) as connector:
+            assert not (await connector.call_tool("list_tasks", {})).is_error
+        assert sign_in.sign_ins == 2
+    finally:
+        server.stop()
+
+
+async def test_access_key_holders_sign_in_with_their_key_until_it_is_withdrawn(
+    sim_server: SimulatorServer, private_folders: Path
+) -> None:
+    port = free_port()
+    env = http_env(sim_server, ACEDATACLOUD_API_TOKEN=TOKEN_A, **oauth_env(f"http://127.0.0.1:{port}"))
+    server = HttpServer({**env, "LUMA_MCP_API_KEYS": f"{KEY},other-key-123"}, port=port).wait_ready()
+    storage = MemoryStorage()
+    try:
+        with httpx.Client(base_url=server.url, timeout=30) as http:
+            raw = RawConnector(http)
+            assert raw.register().status_code == 201
+            page = raw.sign_in_page()
+            assert "Access key" in page.text and "this server's account" in html.unescape(page.text)
+            wrong = raw.submit(page, TOKEN_A)  # an API token is not an access key
+            assert wrong.status_code == 400 and "not one this server accepts" in wrong.text
+        sign_in = SignInByForm(KEY)
+        async with oauth_client(server.url, oauth_provider(server.url, sign_in, storage)) as connector:
+            made = await connector.call_tool("generate_video", {"prompt": "A key holder's idea", "wait_seconds": 0})
+            assert not made.is_error
+    finally:
+        server.stop()
+    assert [r.authorization for r in sim_server.simulator.requests if r.path == "/luma/videos"] == [f"Bearer {TOKEN_A}"]
+    # The operator withdraws that key: the sign-in made with it ends at the next request.
+    server = HttpServer({**env, "LUMA_MCP_API_KEYS": "other-key-123"}, port=port).wait_ready()
+    try:
+        assert storage.tokens is not None
+        assert mcp_status(server.url, storage.tokens.access_token).status_code == 401
+    finally:
+        _, log = server.stop()
+    assert "no longer configured" in log and KEY not in log
+    with sqlite3.connect(private_folders / "ledger.sqlite3") as db:
+        assert db.execute("SELECT count(*) FROM oauth_grants").fetchone()[0] == 0
+
+
+async def test_a_token_issued_by_one_replica_works_on_another(
+    sim_server: SimulatorServer, postgres_server: str
+) -> None:
+    """Two server processes on one PostgreSQL ledger, as behind a load balancer (one public URL)."""
+    sim_server.simulator.valid_tokens = {TOKEN_A}
+    ledger = fresh_database(postgres_server)
+    first_port, second_port = free_port(), free_port()
+    env = http_env(
+        sim_server,
+        LUMA_MCP_AUTH="passthrough",
+        LUMA_LEDGER_URL=ledger,
+        **oauth_env(f"http://127.0.0.1:{first_port}"),
+    )
+    first = HttpServer(env, port=first_port).wait_ready()
+    second = HttpServer(env, port=second_port).wait_ready()
+    storage = MemoryStorage()
+    try:
+        async with oauth_client(first.url, oauth_provider(first.url, SignInByForm(TOKEN_A), storage)) as connector:
+            made = await connector.call_tool("generate_video", {"prompt": "Across replicas", "wait_seconds": 0})
+            task_id = TaskResult.model_validate(made.structured_content).task_id
+        assert storage.tokens is not None and storage.client_info is not None
+        async with client(second.url, storage.tokens.access_token) as other:
+            listed = await other.call_tool("list_tasks", {})
+            assert [t["task_id"] for t in listed.structured_content["tasks"]] == [task_id]
+        with httpx.Client(base_url=second.url, timeout=30) as http:
+            raw = RawConnector(http, client_id=storage.client_info.client_id)
+            refreshed = raw.refresh(storage.tokens.refresh_token or "")
+            assert refreshed.status_code == 200
+        assert mcp_status(first.url, refreshed.json()["access_token"]).status_code == 200
+        assert mcp_status(first.url, storage.tokens.access_token).status_code == 401  # rotated away on the other
+    finally:
+        first.stop()
+        second.stop()

@@ -5,8 +5,12 @@ played by plain HTTP requests against the real sign-in page (`SignInByForm`), or
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import re
+import secrets
 from dataclasses import dataclass, field
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
@@ -17,7 +21,7 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.auth import AuthorizationCodeResult, OAuthClientInformationFull, OAuthClientMetadata, OAuthToken
 from pydantic import AnyUrl
 
-from .http import server_env
+from .http import INITIALIZE, MCP_HEADERS
 
 OAUTH_KEY = "q6nZf2b3mCQ0o8o0l8n9u0Zk3m0mA1s2d3f4g5h6j7k="  # a Fernet key (32 bytes, url-safe base64)
 REDIRECT_URI = "http://127.0.0.1:40123/callback"
@@ -56,8 +60,10 @@ class SignInByForm:
     secret: str
     pages: list[str] = field(default_factory=list)  # every page the person saw
     result: AuthorizationCodeResult | None = None
+    sign_ins: int = 0  # how many times the person was asked
 
     async def redirect(self, authorization_url: str) -> None:
+        self.sign_ins += 1
         async with httpx.AsyncClient(timeout=30) as browser:
             page = await browser.get(authorization_url, follow_redirects=True)
             self.pages.append(page.text)
@@ -102,4 +108,86 @@ def oauth_client(url: str, provider: OAuthClientProvider) -> Client:
     return Client(streamable_http_client(f"{url}/mcp", http_client=httpx2.AsyncClient(auth=provider, timeout=60)))
 
 
-__all__ = ["OAUTH_KEY", "MemoryStorage", "SignInByForm", "oauth_client", "oauth_env", "oauth_provider", "server_env"]
+def pkce() -> tuple[str, str]:
+    """A PKCE verifier and its S256 challenge."""
+    verifier = secrets.token_urlsafe(48)
+    challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).decode().rstrip("=")
+    return verifier, challenge
+
+
+@dataclass
+class RawConnector:
+    """An OAuth client spelled out request by request, to send what the SDK's client never would."""
+
+    http: httpx.Client  # based at the server's URL
+    redirect_uri: str = REDIRECT_URI
+    client_id: str = ""
+    verifier: str = ""
+
+    def register(self, **metadata: Any) -> httpx.Response:
+        body = {"redirect_uris": [self.redirect_uri], "token_endpoint_auth_method": "none", **metadata}
+        answer = self.http.post("/register", json=body)
+        if answer.status_code == 201:
+            self.client_id = answer.json()["client_id"]
+        return answer
+
+    def authorize(self, *, redirect_uri: str | None = None, state: str = "state-1", **extra: str) -> httpx.Response:
+        self.verifier, challenge = pkce()
+        params = {
+            "response_type": "code",
+            "client_id": self.client_id,
+            "redirect_uri": redirect_uri or self.redirect_uri,
+            "code_challenge": challenge,
+            "code_challenge_method": "S256",
+            "state": state,
+            "resource": str(self.http.base_url).rstrip("/") + "/mcp",
+            **extra,
+        }
+        return self.http.get("/authorize", params=params)
+
+    def sign_in_page(self, **authorize: str) -> httpx.Response:
+        answer = self.authorize(**authorize)
+        assert answer.status_code == 302, answer.text
+        return self.http.get(answer.headers["location"])
+
+    def submit(self, page: httpx.Response, secret: str, **overrides: str) -> httpx.Response:
+        return self.http.post(
+            "/signin", data={**hidden_fields(page.text), "secret": secret, "action": "allow", **overrides}
+        )
+
+    def code(self, secret: str, **authorize: str) -> str:
+        answer = self.submit(self.sign_in_page(**authorize), secret)
+        assert answer.status_code == 303, answer.text
+        return parse_qs(urlsplit(answer.headers["location"]).query)["code"][0]
+
+    def token(self, code: str, *, verifier: str | None = None, redirect_uri: str | None = None) -> httpx.Response:
+        return self.http.post(
+            "/token",
+            data={
+                "grant_type": "authorization_code",
+                "code": code,
+                "client_id": self.client_id,
+                "code_verifier": verifier or self.verifier,
+                "redirect_uri": redirect_uri or self.redirect_uri,
+            },
+        )
+
+    def refresh(self, refresh_token: str) -> httpx.Response:
+        data = {"grant_type": "refresh_token", "refresh_token": refresh_token, "client_id": self.client_id}
+        return self.http.post("/token", data=data)
+
+    def revoke(self, token: str) -> httpx.Response:
+        # The SDK's revocation handler requires the client_secret field even of a public client.
+        return self.http.post("/revoke", data={"token": token, "client_id": self.client_id, "client_secret": ""})
+
+    def tokens(self, secret: str) -> dict[str, Any]:
+        answer = self.token(self.code(secret))
+        assert answer.status_code == 200, answer.text
+        tokens: dict[str, Any] = answer.json()
+        return tokens
+
+
+def mcp_status(url: str, access_token: str) -> httpx.Response:
+    """An MCP initialize with `access_token` as the bearer."""
+    headers = {**MCP_HEADERS, "Authorization": f"Bearer {access_token}"}
+    return httpx.post(f"{url}/mcp", json=INITIALIZE, headers=headers, timeout=30)

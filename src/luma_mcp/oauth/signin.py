@@ -8,7 +8,9 @@ kept sealed) or an access key from the operator (keys). What it guarantees:
   stored per visitor, and nobody can alter the client, redirect, PKCE challenge or state.
 - CSRF: a random value in a SameSite=Strict, HttpOnly cookie must match the form's copy.
 - What the person typed is never echoed back, logged or put in a URL; a wrong entry is
-  answered on the page. Attempts are limited per address and per client (`limits`).
+  answered on the page. Failed attempts are limited per address and per client (`limits`);
+  a success needs a real token or key, and each check of a new token is itself rate-bounded
+  (`token_checks`).
 - The page cannot be framed, loads nothing, and may post only here and redirect only to the
   client's redirect URI (CSP), which gets the code, the state and our issuer (RFC 9207).
 """
@@ -122,13 +124,15 @@ class SignIn:
         if wait:
             message = f"Too many attempts. Wait {math.ceil(wait)} seconds, then try again."
             return await self._form(pending, csrf, message, 429, {"Retry-After": str(math.ceil(wait))})
-        self._per_address.spend(client_key(address))
-        self._per_client.spend(pending.client_id)
         secret = _text(form.get("secret")).strip()
         try:
             proven = await self._prove(secret, address)
             if isinstance(proven, Refusal):
-                return await self._form(pending, csrf, proven.message, proven.status)
+                # Refusals are what is limited: guesses, and checks the API could not answer.
+                self._per_address.spend(client_key(address))
+                self._per_client.spend(pending.client_id)
+                wait = {"Retry-After": str(math.ceil(proven.retry_after))} if proven.retry_after else None
+                return await self._form(pending, csrf, proven.message, proven.status, wait)
             code = await self.server.grants.start_grant(
                 client_id=pending.client_id,
                 tenant=proven.tenant,
@@ -160,7 +164,10 @@ class SignIn:
             assert self.checker is not None
             outcome = await self.checker.check(secret, address)
             if isinstance(outcome, Unsure):
-                return Refusal(outcome.message.replace("Retry-After", "a few seconds"), outcome.status)
+                message = f"Too many attempts right now. Wait {math.ceil(outcome.retry_after)} seconds, then try again."
+                if outcome.status == 503:
+                    message = "Ace Data Cloud cannot check the token right now. Try again in a few seconds."
+                return Refusal(message, outcome.status, outcome.retry_after)
             if outcome.refusal is not None:
                 return Refusal(outcome.refusal)
             tenant = tenant_of(secret)
@@ -220,6 +227,7 @@ class Proven:
 class Refusal:
     message: str
     status: int = 400
+    retry_after: float = 0
 
 
 def _text(value: Any) -> str:
