@@ -54,6 +54,9 @@ async def test_a_web_connector_signs_in_with_its_token_and_makes_videos_in_its_t
             task = TaskResult.model_validate(made.structured_content)
             assert task.status == "succeeded"
         assert "Test Connector" in sign_in.pages[0] and "paid Luma video generations" in sign_in.pages[0]
+        metadata = httpx.get(f"{server.url}/.well-known/oauth-authorization-server").json()
+        assert metadata["issuer"] == server.url and metadata["code_challenge_methods_supported"] == ["S256"]
+        assert metadata["authorization_response_iss_parameter_supported"] is True
         # The same person with their token as a static bearer is the same tenant: they see it.
         async with client(server.url, TOKEN_A) as alice:
             listed = await alice.call_tool("list_tasks", {})
@@ -169,6 +172,11 @@ async def test_a_flood_of_sign_in_attempts_is_slowed_per_address(sim_server: Sim
             assert all("Too many attempts" in a.text and int(a.headers["retry-after"]) >= 1 for a in answers[-4:])
             limited = raw.submit(page, TOKEN_A)  # even the right one waits its turn
             assert limited.status_code == 429 and "Too many attempts" in limited.text
+            # Registrations: 10 a minute from one address, then 429 (one was made above).
+            registered = [RawConnector(http).register().status_code for _ in range(10)]
+            assert registered == [201] * 9 + [429]
+            # A visit with a request that was not sealed here (or altered) stores and shows nothing.
+            assert http.get("/signin", params={"request": "forged"}).status_code == 400
     finally:
         server.stop()
     assert sim_server.simulator.count("/luma/tasks") <= 5  # each refused guess was checked at most once upstream
