@@ -54,7 +54,8 @@ async def test_a_web_connector_signs_in_with_its_token_and_makes_videos_in_its_t
             task = TaskResult.model_validate(made.structured_content)
             assert task.status == "succeeded"
         assert "Test Connector" in sign_in.pages[0] and "paid Luma video generations" in sign_in.pages[0]
-        metadata = httpx.get(f"{server.url}/.well-known/oauth-authorization-server").json()
+        async with httpx.AsyncClient() as http:
+            metadata = (await http.get(f"{server.url}/.well-known/oauth-authorization-server")).json()
         assert metadata["issuer"] == server.url and metadata["code_challenge_methods_supported"] == ["S256"]
         assert metadata["authorization_response_iss_parameter_supported"] is True
         # The same person with their token as a static bearer is the same tenant: they see it.
@@ -82,7 +83,7 @@ def location_query(answer: httpx.Response) -> dict[str, str]:
     return {key: values[0] for key, values in parse_qs(urlsplit(answer.headers["location"]).query).items()}
 
 
-async def test_what_the_authorization_server_refuses(sim_server: SimulatorServer, private_folders: Path) -> None:
+def test_what_the_authorization_server_refuses(sim_server: SimulatorServer, private_folders: Path) -> None:
     sim_server.simulator.valid_tokens = {TOKEN_A}
     server = passthrough_server(sim_server)
     try:
@@ -157,7 +158,7 @@ async def test_what_the_authorization_server_refuses(sim_server: SimulatorServer
     assert TOKEN_A not in log and "made-up-token-123" not in log
 
 
-async def test_a_flood_of_sign_in_attempts_is_slowed_per_address(sim_server: SimulatorServer) -> None:
+def test_a_flood_of_sign_in_attempts_is_slowed_per_address(sim_server: SimulatorServer) -> None:
     sim_server.simulator.valid_tokens = {TOKEN_A}
     server = passthrough_server(sim_server)
     try:
