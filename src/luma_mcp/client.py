@@ -16,6 +16,7 @@ from luma_mcp import __version__
 from luma_mcp.bearer import MAX_BEARER_LENGTH, acceptable_bearer
 from luma_mcp.config import Settings
 from luma_mcp.errors import (
+    CONSOLE_URL,
     LumaAuthError,
     LumaBalanceError,
     LumaConfigError,
@@ -39,6 +40,13 @@ _MIN_REDACTED_LENGTH = 8
 _M = TypeVar("_M", bound=BaseModel)
 
 
+# A caller's own token (bring your own token, or sealed by an OAuth sign-in) that the API refuses.
+CALLERS_TOKEN_REFUSED = (
+    "Ace Data Cloud does not accept your API token (any more): sign in again with a current token from "
+    f"{CONSOLE_URL} (in a connector: disconnect and connect again), or send the current one as the bearer."
+)
+
+
 class LumaClient:
     """Talks to Ace Data Cloud's Luma endpoints. Knows nothing of MCP."""
 
@@ -53,6 +61,7 @@ class LumaClient:
         submit_http: httpx.AsyncClient | None = None,
     ) -> None:
         self._token = token
+        self._refusal_advice: str | None = None  # None: LumaAuthError's own (about ACEDATACLOUD_API_TOKEN)
         self._base_url = base_url.rstrip("/")
         self._retry = retry or RetryPolicy()
         self._timeout = timeout
@@ -92,8 +101,9 @@ class LumaClient:
         )
 
     def with_token(self, token: SecretStr) -> LumaClient:
-        """The same API, settings and connections, spending another caller's token."""
-        return LumaClient(
+        """The same API, settings and connections, spending another caller's token (a refusal
+        of it then tells them to use a current token, not to fix the server's setting)."""
+        client = LumaClient(
             token=token,
             base_url=self._base_url,
             timeout=self._timeout,
@@ -101,6 +111,8 @@ class LumaClient:
             http=self._client(),
             submit_http=self._submit_client(),
         )
+        client._refusal_advice = CALLERS_TOKEN_REFUSED
+        return client
 
     @property
     def base_url(self) -> str:
@@ -231,11 +243,16 @@ class LumaClient:
                     status_code=response.status_code,
                 )
             if data.get("success") is False and data.get("error"):
-                raise error_from_response(response.status_code, content, content_type)
+                raise self._advised(error_from_response(response.status_code, content, content_type))
             return data
-        raise error_from_response(
-            response.status_code, content, content_type, retry_after=retry_after(response.headers)
+        raise self._advised(
+            error_from_response(response.status_code, content, content_type, retry_after=retry_after(response.headers))
         )
+
+    def _advised(self, error: LumaError) -> LumaError:
+        if isinstance(error, LumaAuthError) and self._refusal_advice is not None:
+            error.advice = self._refusal_advice
+        return error
 
     def _redact(self, content: bytes) -> bytes:
         # Defence in depth: should the API ever echo the token, it must not travel further.

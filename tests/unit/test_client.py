@@ -132,9 +132,13 @@ async def test_retry_after_beyond_the_time_budget_is_not_waited(luma: LumaClient
 async def test_reads_do_not_retry_client_errors(sim_server: SimulatorServer) -> None:
     sim_server.simulator.valid_tokens = {"right"}
     async with LumaClient(token=SecretStr("wrong"), base_url=sim_server.url, retry=FAST_RETRY) as luma:
-        with pytest.raises(LumaAuthError):
+        with pytest.raises(LumaAuthError, match="Check ACEDATACLOUD_API_TOKEN"):
             await luma.get_task("any")
-    assert sim_server.simulator.count("/luma/tasks") == 1
+        # A caller's own token (passthrough, or sealed at sign-in) is theirs to renew, not the setting.
+        with pytest.raises(LumaAuthError, match="sign in again with a current token") as refused:
+            await luma.with_token(SecretStr("also-wrong")).get_task("any")
+        assert "ACEDATACLOUD_API_TOKEN" not in str(refused.value)
+    assert sim_server.simulator.count("/luma/tasks") == 2
 
 
 @pytest.mark.parametrize("fault", [*READ_FAULTS, "slow"])
