@@ -17,7 +17,7 @@ import hmac
 import ipaddress
 import logging
 import threading
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -230,9 +230,9 @@ def create_http_app(
     app.add_middleware(CountPosts, posts=app.state.posts)
     if oauth is not None:
         app.router.routes.extend(oauth.routes)
-    closers = [closer for closer in (checks.aclose if checks else None, oauth.aclose if oauth else None) if closer]
-    if closers:
-        app.router.lifespan_context = _closing(app.router.lifespan_context, closers)
+    held = [*([checks] if checks else []), *([oauth] if oauth else [])]
+    if held:
+        app.router.lifespan_context = _also(app.router.lifespan_context, held)
     if cors:  # added last, so outermost: its headers reach the admission answers too
         app.add_middleware(
             CORSMiddleware,
@@ -244,20 +244,21 @@ def create_http_app(
     return app
 
 
-def _closing(
-    lifespan: Callable[[Starlette], AbstractAsyncContextManager[Any]], closers: Sequence[Callable[[], Awaitable[None]]]
+def _also(
+    lifespan: Callable[[Starlette], AbstractAsyncContextManager[Any]], held: Sequence[AbstractAsyncContextManager[Any]]
 ) -> Callable[[Starlette], AbstractAsyncContextManager[Any]]:
-    """`lifespan`, then what the edge holds of its own (connections, the grants' store) closed."""
+    """`lifespan`, inside what the edge holds of its own (the token checks' connections, the
+    sign-in's store and its pruning): opened before it, closed after it."""
 
     @contextlib.asynccontextmanager
-    async def closing(app: Starlette) -> AsyncIterator[Any]:
+    async def both(app: Starlette) -> AsyncIterator[Any]:
         async with contextlib.AsyncExitStack() as stack:
-            for close in closers:
-                stack.push_async_callback(close)
+            for context in held:
+                await stack.enter_async_context(context)
             async with lifespan(app) as state:
                 yield state
 
-    return closing
+    return both
 
 
 def _check_issuer(public_url: str) -> None:

@@ -96,10 +96,14 @@ async def test_what_strangers_can_make_it_hold_is_bounded(ledger: Ledger, store:
     await signed_in(server, subject="someone-else")
     assert raw_sql(store, "SELECT count(*) FROM oauth_grants") == [(MAX_GRANTS_PER_SUBJECT + 1,)]
     assert raw_sql(store, "SELECT count(*) FROM oauth_tokens") == [(MAX_GRANTS_PER_SUBJECT + 1,)]
-    # An expired code and its grant are pruned at the next sign-in.
+    # An expired grant goes, with its code and sealed token, at the next sign-in or pruning round.
     raw_sql(store, "UPDATE oauth_grants SET expires_at = 0 WHERE subject = ?", ("someone-else",))
     await signed_in(server)
     assert raw_sql(store, "SELECT count(*) FROM oauth_grants WHERE subject = ?", ("someone-else",)) == [(0,)]
+    raw_sql(store, "UPDATE oauth_grants SET expires_at = 0")
+    await server.grants.prune()
+    assert raw_sql(store, "SELECT count(*) FROM oauth_grants") == [(0,)]
+    assert raw_sql(store, "SELECT count(*) FROM oauth_tokens") == [(0,)]
 
 
 async def test_a_resource_other_than_this_server_is_refused_at_authorize(ledger: Ledger) -> None:

@@ -10,7 +10,8 @@ tokens hang off their grant. What this module guarantees:
 - Revoking or expiring a grant deletes it, its tokens and its sealed API token together.
 - What strangers can make it hold is bounded: registered clients (`max_clients`, unused
   ones expire after a day), grants per subject (`MAX_GRANTS_PER_SUBJECT`, the oldest go),
-  one live access token per grant; expired rows are pruned on every sign-in and registration.
+  one live access token per grant; expired rows are pruned on every sign-in and registration,
+  and every ten minutes (`routes.OAuthEdge`).
 """
 
 from __future__ import annotations
@@ -203,6 +204,10 @@ class GrantStore:
     async def revoke(self, grant_id: str) -> None:
         """The grant, its codes and tokens and its sealed API token, gone."""
         await self._store.transact(lambda db: self._drop(db, grant_id), write=True)
+
+    async def prune(self) -> None:
+        """Delete what has expired: grants (with their sealed API tokens), tokens, unused clients."""
+        await self._store.transact(lambda db: self._prune(db, time.time()), write=True)
 
     # --- in one transaction ----------------------------------------------------------------
 

@@ -8,9 +8,12 @@ metadata leaves out (client ID metadata documents, the `iss` in redirects, the s
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
+import logging
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from mcp.server.auth.handlers.metadata import MetadataHandler
@@ -37,6 +40,8 @@ if TYPE_CHECKING:
 REGISTRATIONS_PER_ADDRESS_PER_MINUTE = 10
 SIGNIN_FORM_BYTES = 16_384
 METADATA_PATH = "/.well-known/oauth-authorization-server"
+PRUNE_SECONDS = 600
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -45,6 +50,7 @@ class OAuthEdge:
     server: LumaAuthServer
     ledger: Ledger
     documents: ClientDocuments | None
+    _pruning: asyncio.Task[None] = field(init=False)
 
     @staticmethod
     def issued_here(bearer: str) -> bool:
@@ -55,10 +61,26 @@ class OAuthEdge:
         """Access tokens issued here checked against the grants; any other bearer as before."""
         return _EitherVerifier(self.server, static)
 
-    async def aclose(self) -> None:
+    async def __aenter__(self) -> OAuthEdge:
+        # Expired sign-ins (and their sealed API tokens) go even when nobody signs in.
+        self._pruning = asyncio.get_running_loop().create_task(self._prune_now_and_then())
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        self._pruning.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._pruning
         if self.documents is not None:
             await self.documents.aclose()
         self.ledger.close()
+
+    async def _prune_now_and_then(self) -> None:
+        while True:
+            await asyncio.sleep(PRUNE_SECONDS)
+            try:
+                await self.server.grants.prune()
+            except Exception as exc:  # the store is down: the next round tries again
+                log.warning("Expired sign-ins could not be deleted now: %s", exc)
 
 
 class _EitherVerifier(TokenVerifier):
