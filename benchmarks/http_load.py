@@ -138,9 +138,9 @@ class ServerProcess:
 
 
 @asynccontextmanager
-async def http_server(env: dict[str, str], cwd: Path) -> AsyncIterator[ServerProcess]:
-    """`luma-mcp --transport http` on a free loopback port, healthy; SIGTERM when done."""
-    port = free_port()
+async def http_server(env: dict[str, str], cwd: Path, port: int | None = None) -> AsyncIterator[ServerProcess]:
+    """`luma-mcp --transport http` on a free loopback port (or `port`), healthy; SIGTERM when done."""
+    port = port or free_port()
     command = [sys.executable, "-m", "luma_mcp", "--transport", "http", "--host", "127.0.0.1", "--port", str(port)]
     # stderr to a file, never a pipe: a pipe nobody reads fills up and stalls the server.
     with tempfile.TemporaryFile(mode="w+", prefix="luma-bench-http-") as log:

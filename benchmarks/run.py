@@ -51,6 +51,7 @@ from luma_mcp.player import VIEW_URI
 from luma_mcp.server import create_server
 from luma_mcp.simulator import Simulator, SimulatorServer
 from luma_mcp.waiting import PollSchedule
+from oauth_flow import BATCH, CALLS, CONNECTS, OAuthReport, measure_oauth
 
 HERE = Path(__file__).resolve().parent
 RESULTS_JSON = HERE / "results" / "latest.json"
@@ -852,6 +853,43 @@ def http_figures(report: HttpReport) -> list[Figure]:
     return figures
 
 
+def oauth_figures(report: OAuthReport) -> list[Figure]:
+    sign_in = (
+        "from nothing to a session's first answered list_tasks, for the SDK's OAuthClientProvider: discovery, "
+        "registration, the sign-in page opened and posted (two requests standing for the browser), code "
+        f"exchange, initialize; median of {CONNECTS}"
+    )
+    calls = f"{CALLS} list_tasks(limit=5) calls on one session each, in alternating batches of {BATCH}"
+    oauth_ms, bearer_ms = (OAuthReport.median_ms(v) for v in (report.call_oauth_s, report.call_bearer_s))
+    return [
+        http_figure(
+            "oauth_connect_ms",
+            "OAuth: connect with sign-in",
+            "ms",
+            sign_in,
+            OAuthReport.median_ms(report.connect_oauth_s),
+        ),
+        http_figure(
+            "oauth_bearer_connect_ms",
+            "OAuth: connect with a static bearer (baseline)",
+            "ms",
+            f"the same, with the API token as a static bearer header; median of {CONNECTS}",
+            OAuthReport.median_ms(report.connect_bearer_s),
+        ),
+        http_figure(
+            "oauth_call_ms", "OAuth: a call with an OAuth token", "ms", f"{calls}: median, OAuth token", oauth_ms
+        ),
+        http_figure(
+            "oauth_call_ratio",
+            "OAuth: per-call time, OAuth token / static bearer",
+            "x",
+            f"{calls}: the OAuth token's median (a grant lookup and an unseal per request) over the static bearer's "
+            f"({bearer_ms:.2f} ms)",
+            oauth_ms / bearer_ms,
+        ),
+    ]
+
+
 def http_figure(key: str, label: str, unit: str, description: str, value: float) -> Figure:
     return Figure(key=key, label=label, unit=unit, description=description, ours=value, section="http")
 
@@ -1125,7 +1163,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=int, default=10, help="untimed get_task calls per server first")
     parser.add_argument("--batch", type=int, default=10, help="calls per turn when alternating servers")
     parser.add_argument("--quick", action="store_true", help="skip the real-time 90-second generation (~100 s)")
-    parser.add_argument("--skip-http", action="store_true", help="skip the HTTP throughput and memory part (~40 s)")
+    parser.add_argument(
+        "--skip-http", action="store_true", help="skip the HTTP part: throughput, memory, OAuth (~60 s)"
+    )
     args = parser.parse_args(argv)
     if args.runs < 1 or args.batch < 1 or args.calls < 2 or args.warmup < 0:
         parser.error("--runs and --batch must be at least 1, --calls at least 2 (for a p90)")
@@ -1165,6 +1205,13 @@ async def run_http(results: Results) -> None:
     results.http = http
     results.figures += http_figures(http)
     results.raw["http"] = asdict(http)
+    with (
+        simulator(queue_seconds=0, processing_seconds=0) as sim,
+        tempfile.TemporaryDirectory(prefix="luma-bench-") as tmp,
+    ):
+        oauth = await measure_oauth(sim.url, TOKEN, Path(tmp), say)
+    results.figures += oauth_figures(oauth)
+    results.raw["oauth"] = asdict(oauth)
 
 
 async def run(args: argparse.Namespace) -> Results:
