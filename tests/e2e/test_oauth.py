@@ -58,6 +58,7 @@ async def test_a_web_connector_signs_in_with_its_token_and_makes_videos_in_its_t
             metadata = (await http.get(f"{server.url}/.well-known/oauth-authorization-server")).json()
         assert metadata["issuer"] == server.url and metadata["code_challenge_methods_supported"] == ["S256"]
         assert metadata["authorization_response_iss_parameter_supported"] is True
+        assert metadata["token_endpoint_auth_methods_supported"][0] == "none"
         # The same person with their token as a static bearer is the same tenant: they see it.
         async with client(server.url, TOKEN_A) as alice:
             listed = await alice.call_tool("list_tasks", {})

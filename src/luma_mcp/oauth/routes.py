@@ -133,6 +133,8 @@ def oauth_edge(
                 update={
                     "client_id_metadata_document_supported": documents is not None,
                     "authorization_response_iss_parameter_supported": True,
+                    # Public clients (no secret: native apps, and every metadata-document client) too.
+                    "token_endpoint_auth_methods_supported": ["none", "client_secret_post", "client_secret_basic"],
                 }
             )
             route = Route(
