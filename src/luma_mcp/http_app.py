@@ -6,8 +6,10 @@ Two ways to authenticate (see README, "Serving over HTTP"):
 - passthrough (`LUMA_MCP_AUTH=passthrough`): each caller's bearer is their own Ace Data
   Cloud token, used for their upstream calls only; their tasks are theirs alone.
 
-Without either, the server listens on loopback only: binding any other address refuses to
-start. DNS-rebinding protection (Host and Origin checks) is always on.
+With `LUMA_MCP_OAUTH` on top of either, web connectors sign in instead (`oauth`): they get
+OAuth tokens that stand for a key or for the person's own token. Without a mode, the server
+listens on loopback only: binding any other address refuses to start. DNS-rebinding
+protection (Host and Origin checks) is always on.
 """
 
 from __future__ import annotations
