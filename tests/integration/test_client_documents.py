@@ -68,6 +68,10 @@ class DocumentHost:
                     self.active -= 1
             return JSONResponse(self.document(request.url.path))
 
+        async def stall(request: Request) -> Response:
+            await asyncio.sleep(1.5)
+            return JSONResponse(self.document(request.url.path))
+
         async def max_age_0(request: Request) -> Response:
             return JSONResponse(self.document(request.url.path), headers={"Cache-Control": "max-age=0"})
 
@@ -122,6 +126,7 @@ class DocumentHost:
             "/missing.json": missing,
             "/max-age-0.json": max_age_0,
             "/slow/{name}": slow,
+            "/stall/{name}": stall,
             "/docs/{name}": valid,
         }
 
@@ -385,22 +390,33 @@ async def test_concurrent_gets_of_one_url_share_one_fetch(host: DocumentHost, do
 
 
 async def test_a_cancelled_get_leaves_the_others_their_answer(host: DocumentHost, documents: ClientDocuments) -> None:
-    """The get that fetches is cancelled; one waiting for that fetch fetches again itself."""
+    """The get that fetches is cancelled while a second waits for its fetch: the second
+    fetches again itself and gets its answer (nobody waits forever, nobody gets a wrong None)."""
+    url = f"{host.url}/stall/cancelled"  # answered after 1.5 s
     waited: list[OAuthClientInformationFull | None] = []
-    cancelled: list[bool] = []
+
+    first = anyio.CancelScope()
+
+    async def fetch_first() -> None:
+        with first:
+            await documents.get(url)
 
     async def wait() -> None:
-        await anyio.sleep(0.05)  # once the first get is fetching (the server answers after 0.4 s)
-        waited.append(await documents.get(f"{host.url}/slow/cancelled"))
+        waited.append(await documents.get(url))
 
-    with anyio.fail_after(10):
+    with anyio.fail_after(15):
         async with anyio.create_task_group() as tasks:
+            tasks.start_soon(fetch_first)
+            for _ in range(1000):  # until the first get's request has reached the server
+                await anyio.sleep(0.01)
+                if host.requests:
+                    break
             tasks.start_soon(wait)
-            with anyio.move_on_after(0.2) as fetching:
-                await documents.get(f"{host.url}/slow/cancelled")
-            cancelled.append(fetching.cancelled_caught)
-    assert cancelled == [True] and waited != [] and waited[0] is not None
-    assert host.requests == ["/slow/cancelled"] * 2
+            await anyio.sleep(0.1)  # the second get is now waiting for the first's fetch
+            first.cancel()
+    assert first.cancelled_caught
+    assert waited != [] and waited[0] is not None and waited[0].client_id == url
+    assert host.requests == ["/stall/cancelled"] * 2
 
 
 async def test_fetches_at_once_are_bounded(host: DocumentHost, documents: ClientDocuments) -> None:

@@ -319,7 +319,7 @@ class ClientDocuments:
         except TimeoutError:
             reason = f"the fetch took longer than {self._timeout:g} s"
         except UnusableDocument as exc:
-            reason = str(exc)
+            reason = str(exc).rstrip(".")
         except httpx.HTTPError as exc:
             reason = f"the fetch failed ({type(exc).__name__}: {exc})"
         else:
