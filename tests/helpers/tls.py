@@ -1,6 +1,10 @@
 """https on loopback for tests: a throwaway CA and a server certificate for 127.0.0.1 and
 localhost (made with `cryptography`), an SSL context that trusts only that CA, and an ASGI
-app served over TLS by uvicorn on a free port in a background thread."""
+app served over TLS by uvicorn on a free port in a background thread.
+
+    with TlsServer(app, certfile, keyfile) as server:  # (certfile, keyfile, cafile) = tls_files
+        ClientDocuments(exempt_origins=[server.origin], ssl_context=trusting(cafile))
+"""
 
 from __future__ import annotations
 
@@ -13,6 +17,7 @@ import time
 from pathlib import Path
 from typing import Any, Self
 
+import pytest
 import uvicorn
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -89,6 +94,12 @@ def make_tls_files(folder: Path) -> tuple[Path, Path, Path]:
     keyfile.chmod(0o600)
     cafile.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
     return certfile, keyfile, cafile
+
+
+@pytest.fixture(scope="session")
+def tls_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
+    """(certfile, keyfile, cafile), made once per session; import it where it is used."""
+    return make_tls_files(tmp_path_factory.mktemp("tls"))
 
 
 def trusting(cafile: Path) -> ssl.SSLContext:

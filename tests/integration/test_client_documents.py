@@ -7,6 +7,7 @@ import asyncio
 import json
 import logging
 import socket
+import ssl
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -23,7 +24,7 @@ from starlette.routing import Route
 
 from luma_mcp.oauth.client_documents import MAX_CONCURRENT_FETCHES, MAX_DOCUMENT_BYTES, ClientDocuments
 
-from ..helpers.tls import TlsServer, make_tls_files, trusting
+from ..helpers.tls import TlsServer, tls_files, trusting  # noqa: F401 (tls_files: a fixture)
 
 pytestmark = pytest.mark.anyio
 LOGGER = "luma_mcp.oauth.client_documents"
@@ -36,7 +37,9 @@ class DocumentHost:
     """Serves client documents, good and bad, and records every request it sees."""
 
     def __init__(self) -> None:
-        self.url = ""  # set once the server has a port
+        self.url = ""  # these three are set once the server has a port
+        self.origin = ("", 0)
+        self.trust = ssl.create_default_context()
         self.requests: list[str] = []
         self.active = 0
         self.most_active = 0
@@ -141,29 +144,28 @@ class DocumentHost:
         return Starlette(routes=[Route(path, recorded(endpoint)) for path, endpoint in routes.items()])
 
 
-@pytest.fixture(scope="module")
-def tls_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
-    return make_tls_files(tmp_path_factory.mktemp("tls"))
-
-
 @pytest.fixture
-def host(tls_files: tuple[Path, Path, Path]) -> Iterator[DocumentHost]:
-    certfile, keyfile, _ = tls_files
+def host(tls_files: tuple[Path, Path, Path]) -> Iterator[DocumentHost]:  # noqa: F811 (the fixture imported above)
+    certfile, keyfile, cafile = tls_files
     documents = DocumentHost()
     with TlsServer(documents.app(), certfile, keyfile) as server:
-        documents.url = server.url
+        documents.url, documents.origin, documents.trust = server.url, server.origin, trusting(cafile)
         yield documents
 
 
-def fetcher(host: DocumentHost, tls_files: tuple[Path, Path, Path], **options: Any) -> ClientDocuments:
+def fetcher(host: DocumentHost, **options: Any) -> ClientDocuments:
     """ClientDocuments as production makes it, but allowed to reach the test's loopback server."""
-    origin = host.url.removeprefix("https://").split(":")
-    return ClientDocuments(exempt_origins=[(origin[0], int(origin[1]))], ssl_context=trusting(tls_files[2]), **options)
+    return ClientDocuments(exempt_origins=[host.origin], ssl_context=host.trust, **options)
+
+
+def unexempted(host: DocumentHost) -> ClientDocuments:
+    """ClientDocuments as production makes it (trusting the test CA changes nothing it refuses)."""
+    return ClientDocuments(ssl_context=host.trust)
 
 
 @pytest.fixture
-async def documents(host: DocumentHost, tls_files: tuple[Path, Path, Path]) -> AsyncIterator[ClientDocuments]:
-    fetching = fetcher(host, tls_files)
+async def documents(host: DocumentHost) -> AsyncIterator[ClientDocuments]:
+    fetching = fetcher(host)
     yield fetching
     await fetching.aclose()
 
@@ -207,10 +209,10 @@ async def test_a_document_that_cannot_be_used_makes_no_client_and_says_why(
 
 
 async def test_an_endless_document_is_cut_at_the_cap_not_at_the_time_bound(
-    host: DocumentHost, tls_files: tuple[Path, Path, Path], caplog: pytest.LogCaptureFixture
+    host: DocumentHost, caplog: pytest.LogCaptureFixture
 ) -> None:
     """The timeout is long: only the size cap can end this fetch early."""
-    documents = fetcher(host, tls_files, timeout=20)
+    documents = fetcher(host, timeout=20)
     try:
         started = time.monotonic()
         with caplog.at_level(logging.WARNING, logger=LOGGER), anyio.fail_after(15):
@@ -223,11 +225,11 @@ async def test_an_endless_document_is_cut_at_the_cap_not_at_the_time_bound(
 
 
 async def test_a_document_sent_slowly_is_given_up_at_the_time_bound(
-    host: DocumentHost, tls_files: tuple[Path, Path, Path], caplog: pytest.LogCaptureFixture
+    host: DocumentHost, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A byte every 50 ms never trips a read timeout nor, for minutes, the size cap: only the
     bound on the whole fetch ends it."""
-    documents = fetcher(host, tls_files, timeout=1)
+    documents = fetcher(host, timeout=1)
     try:
         started = time.monotonic()
         with caplog.at_level(logging.WARNING, logger=LOGGER), anyio.fail_after(10):
@@ -287,14 +289,13 @@ async def test_a_redirect_is_never_followed(
 @pytest.mark.parametrize("name", ["127.0.0.1", "localhost"])
 async def test_without_exemption_a_loopback_url_is_refused_before_any_connection(
     host: DocumentHost,
-    tls_files: tuple[Path, Path, Path],
     listener: Listener,
     caplog: pytest.LogCaptureFixture,
     name: str,
 ) -> None:
     """Production passes no exempt origins: the TLS server (which would serve a valid
     document) sees no request, and a bare port sees no connection."""
-    documents = ClientDocuments(ssl_context=trusting(tls_files[2]))
+    documents = unexempted(host)
     port = host.url.rsplit(":", 1)[1]
     try:
         with caplog.at_level(logging.WARNING, logger=LOGGER):
@@ -309,10 +310,8 @@ async def test_without_exemption_a_loopback_url_is_refused_before_any_connection
 # --- remembering ------------------------------------------------------------------------
 
 
-async def test_a_document_is_fetched_once_while_remembered_then_again(
-    host: DocumentHost, tls_files: tuple[Path, Path, Path]
-) -> None:
-    documents = fetcher(host, tls_files, cache_seconds=1)
+async def test_a_document_is_fetched_once_while_remembered_then_again(host: DocumentHost) -> None:
+    documents = fetcher(host, cache_seconds=1)
     try:
         first = await documents.get(f"{host.url}/valid.json")
         second = await documents.get(f"{host.url}/valid.json")
@@ -324,10 +323,8 @@ async def test_a_document_is_fetched_once_while_remembered_then_again(
     assert host.requests == ["/valid.json"] * 2
 
 
-async def test_a_failure_is_remembered_for_retry_seconds(
-    host: DocumentHost, tls_files: tuple[Path, Path, Path], caplog: pytest.LogCaptureFixture
-) -> None:
-    documents = fetcher(host, tls_files, retry_seconds=1)
+async def test_a_failure_is_remembered_for_retry_seconds(host: DocumentHost, caplog: pytest.LogCaptureFixture) -> None:
+    documents = fetcher(host, retry_seconds=1)
     try:
         with caplog.at_level(logging.WARNING, logger=LOGGER):
             for _ in range(5):
@@ -341,10 +338,8 @@ async def test_a_failure_is_remembered_for_retry_seconds(
     assert host.requests == ["/other-id.json"] * 2
 
 
-async def test_a_short_max_age_shortens_the_memory_but_not_below_retry_seconds(
-    host: DocumentHost, tls_files: tuple[Path, Path, Path]
-) -> None:
-    documents = fetcher(host, tls_files, cache_seconds=300, retry_seconds=1)
+async def test_a_short_max_age_shortens_the_memory_but_not_below_retry_seconds(host: DocumentHost) -> None:
+    documents = fetcher(host, cache_seconds=300, retry_seconds=1)
     try:
         for _ in range(3):  # max-age=0, yet not fetched again within retry_seconds
             assert await documents.get(f"{host.url}/max-age-0.json") is not None
@@ -358,8 +353,8 @@ async def test_a_short_max_age_shortens_the_memory_but_not_below_retry_seconds(
     assert host.requests.count("/max-age-0.json") == 2 and host.requests.count("/valid.json") == 1
 
 
-async def test_the_memory_keeps_the_most_recently_used(host: DocumentHost, tls_files: tuple[Path, Path, Path]) -> None:
-    documents = fetcher(host, tls_files, cache_size=2)
+async def test_the_memory_keeps_the_most_recently_used(host: DocumentHost) -> None:
+    documents = fetcher(host, cache_size=2)
     try:
         for name in ("a", "b", "a", "c"):  # b is the least recently used when c comes
             assert await documents.get(f"{host.url}/docs/{name}") is not None
