@@ -12,6 +12,8 @@ What this module guarantees, for `download.save` and anything else that fetches 
   resolve to something else between the check and the connect. Only the API's own host
   and port are exempt: the operator chose it. No proxy from the environment is used, and
   no cookies or credentials are sent.
+- `guarded_transport` is that connection rule for other fetchers (client ID metadata
+  documents): a subclass of `_GuardedBackend` says what its refusals raise and say.
 """
 
 from __future__ import annotations
@@ -61,12 +63,18 @@ class _GuardedBackend:
     """An httpcore network backend (its interface, by duck typing: httpcore is imported only
     when a download starts) that resolves each host once, refuses it unless every address is
     public, then connects to those same addresses (no second lookup an attacker's DNS could
-    answer differently)."""
+    answer differently). `exempt` is the one (host, port) connected to as named, or None."""
 
-    def __init__(self, exempt: tuple[str, int | None]) -> None:
+    # What a refusal raises and says: a download's here; other fetchers subclass.
+    refusal: type[Exception] = DownloadError
+    host_kind = "media host"
+    refusal_advice = "The task's result cannot be saved from here: use its video_url."
+    unix_socket_refusal = "Downloads never use unix sockets."
+
+    def __init__(self, exempt: tuple[str, int | None] | None) -> None:
         import httpcore
 
-        self._exempt = exempt
+        self._exempt: frozenset[tuple[str, int | None]] = frozenset([exempt] if exempt is not None else [])
         self._inner = httpcore.AnyIOBackend()
 
     async def connect_tcp(
@@ -77,19 +85,19 @@ class _GuardedBackend:
         local_address: str | None = None,
         socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
     ) -> httpcore.AsyncNetworkStream:
-        if (normalize_host(host), port) == self._exempt:
+        if (normalize_host(host), port) in self._exempt:
             return await self._inner.connect_tcp(host, port, timeout, local_address, socket_options)
         try:
             with anyio.fail_after(timeout):
                 infos = await anyio.getaddrinfo(host, port, type=socket.SOCK_STREAM)
         except (OSError, TimeoutError):
-            raise DownloadError(f"The media host {host} could not be resolved; try again later.") from None
+            raise self.refusal(f"The {self.host_kind} {host} could not be resolved; try again later.") from None
         addresses = list(dict.fromkeys(str(info[4][0]) for info in infos))
         refused = [a for a in addresses if not is_public_address(a)]
         if refused or not addresses:
-            raise DownloadError(
-                f"The media host {host} resolves to {', '.join(refused) or 'nothing'}, which is not a public "
-                "address; refusing to connect. The task's result cannot be saved from here: use its video_url."
+            raise self.refusal(
+                f"The {self.host_kind} {host} resolves to {', '.join(refused) or 'nothing'}, which is not a public "
+                f"address; refusing to connect. {self.refusal_advice}"
             )
         import httpcore
 
@@ -108,7 +116,7 @@ class _GuardedBackend:
         timeout: float | None = None,  # noqa: ASYNC109 (httpcore's interface)
         socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
     ) -> httpcore.AsyncNetworkStream:
-        raise DownloadError("Downloads never use unix sockets.")
+        raise self.refusal(self.unix_socket_refusal)
 
     async def sleep(self, seconds: float) -> None:
         await self._inner.sleep(seconds)
@@ -120,19 +128,29 @@ def _tls_context() -> ssl.SSLContext:
     return httpx.create_ssl_context(trust_env=False)
 
 
-def guarded_client(api_base_url: str, timeout: float) -> httpx.AsyncClient:
-    """An HTTP client for media downloads whose connections pass `_GuardedBackend`: no
-    environment proxy (it would hide the real destination), no cookies or credentials."""
+def guarded_transport(
+    backend: _GuardedBackend, *, max_connections: int, ssl_context: ssl.SSLContext | None = None
+) -> httpx.AsyncHTTPTransport:
+    """An httpx transport whose every connection passes `backend`, with no environment proxy
+    (it would hide the real destination). TLS is verified against certifi's CAs unless
+    `ssl_context` (tests: a CA of their own) says otherwise."""
     import httpcore
 
     transport = httpx.AsyncHTTPTransport(trust_env=False)
     # httpx takes no network backend; give its transport a pool built on ours (httpcore's
     # public API), with the same TLS verification httpx would use.
     transport._pool = httpcore.AsyncConnectionPool(
-        ssl_context=_tls_context(),
-        max_connections=4,
-        network_backend=cast("httpcore.AsyncNetworkBackend", _GuardedBackend(_api_origin(api_base_url))),
+        ssl_context=ssl_context or _tls_context(),
+        max_connections=max_connections,
+        network_backend=cast("httpcore.AsyncNetworkBackend", backend),
     )
+    return transport
+
+
+def guarded_client(api_base_url: str, timeout: float) -> httpx.AsyncClient:
+    """An HTTP client for media downloads whose connections pass `_GuardedBackend`: no
+    environment proxy (it would hide the real destination), no cookies or credentials."""
+    transport = guarded_transport(_GuardedBackend(_api_origin(api_base_url)), max_connections=4)
     return httpx.AsyncClient(
         transport=transport,
         timeout=timeout,
