@@ -183,12 +183,18 @@ def create_http_app(
         )
         verifier = static
         if settings.oauth:
-            from luma_mcp.oauth.routes import oauth_edge  # HTTP with sign-in only: cryptography and all
+            from luma_mcp.oauth.client_documents import ClientDocuments  # HTTP with sign-in only
+            from luma_mcp.oauth.routes import oauth_edge
 
             _check_issuer(public_url)
             keys = static if mode == "keys" else None
             oauth = oauth_edge(
-                settings, issuer=public_url, resource=resource, checker=checker, keys=keys, documents=documents
+                settings,
+                issuer=public_url,
+                resource=resource,
+                checker=checker,
+                keys=keys,
+                documents=documents or ClientDocuments(),
             )
             verifier = oauth.verifier(static)
         auth = AuthSettings(
@@ -232,7 +238,7 @@ def create_http_app(
     app.add_middleware(CountPosts, posts=app.state.posts)
     if oauth is not None:
         app.router.routes.extend(oauth.routes)
-    held = [*([checks] if checks else []), *([oauth] if oauth else [])]
+    held: list[AbstractAsyncContextManager[Any]] = [*([checks] if checks else []), *([oauth] if oauth else [])]
     if held:
         app.router.lifespan_context = _also(app.router.lifespan_context, held)
     if cors:  # added last, so outermost: its headers reach the admission answers too

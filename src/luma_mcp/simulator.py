@@ -540,7 +540,7 @@ async def _discard(message: Any) -> None:
 class ServerThread:
     """Runs an ASGI app with uvicorn on a loopback port in a background thread (a real socket)."""
 
-    def __init__(self, app: Any, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(self, app: Any, host: str = "127.0.0.1", port: int = 0, *, lifespan: bool = False) -> None:
         # IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY only on sockets that say they are TCP,
         # and without it every kept-alive answer waits ~40 ms for a delayed ACK.
         self._socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
@@ -552,7 +552,7 @@ class ServerThread:
             log_config=None,  # uvicorn's default config would log access lines to stdout
             access_log=False,
             log_level="warning",
-            lifespan="off",
+            lifespan="on" if lifespan else "off",  # an app with a lifespan (the MCP server's) needs it run
             timeout_graceful_shutdown=1,
         )
         self._server = uvicorn.Server(config)

@@ -12,12 +12,20 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
 
+from luma_mcp.config import Settings
+from luma_mcp.http_app import create_http_app
+from luma_mcp.oauth.client_documents import ClientDocuments
 from luma_mcp.results import TaskResult
-from luma_mcp.simulator import SimulatorServer
+from luma_mcp.simulator import ServerThread, SimulatorServer
 
 from ..helpers.http import KEY, TOKEN_A, TOKEN_B, HttpServer, client, free_port, http_env
 from ..helpers.oauth import (
+    REDIRECT_URI,
     MemoryStorage,
     RawConnector,
     SignInByForm,
@@ -27,6 +35,7 @@ from ..helpers.oauth import (
     oauth_provider,
 )
 from ..helpers.postgres import fresh_database
+from ..helpers.tls import TlsServer, trusting
 
 pytestmark = pytest.mark.anyio
 
@@ -284,3 +293,48 @@ async def test_a_token_issued_by_one_replica_works_on_another(
     finally:
         first.stop()
         second.stop()
+
+
+async def test_a_connector_identified_by_its_metadata_document_signs_in(
+    sim_server: SimulatorServer, tls_files: tuple[Path, Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The other way to register: the client's id is an https URL whose document the server
+    fetches (here from a TLS server on loopback that the server is told to trust and reach)."""
+    sim_server.simulator.valid_tokens = {TOKEN_A}
+    certfile, keyfile, cafile = tls_files
+    fetched: list[str] = []
+
+    async def document(request: Request) -> JSONResponse:
+        fetched.append(request.url.path)
+        return JSONResponse(
+            {
+                "client_id": f"{docs.url}/connector.json",
+                "client_name": "Document Connector",
+                "redirect_uris": [REDIRECT_URI],
+                "token_endpoint_auth_method": "none",
+                "grant_types": ["authorization_code", "refresh_token"],
+                "response_types": ["code"],
+            }
+        )
+
+    port = free_port()
+    for name, value in http_env(
+        sim_server, LUMA_MCP_AUTH="passthrough", **oauth_env(f"http://127.0.0.1:{port}")
+    ).items():
+        monkeypatch.setenv(name, value)
+    with TlsServer(Starlette(routes=[Route("/connector.json", document)]), certfile, keyfile) as docs:
+        documents = ClientDocuments(exempt_origins=[docs.origin], ssl_context=trusting(cafile))
+        app = create_http_app(Settings(_env_file=None), port=port, documents=documents)
+        server = ServerThread(app, port=port, lifespan=True).start()
+        try:
+            async with httpx.AsyncClient() as http:
+                metadata = (await http.get(f"{server.url}/.well-known/oauth-authorization-server")).json()
+            assert metadata["client_id_metadata_document_supported"] is True
+            sign_in = SignInByForm(TOKEN_A)
+            provider = oauth_provider(server.url, sign_in, client_metadata_url=f"{docs.url}/connector.json")
+            async with oauth_client(server.url, provider) as connector:
+                assert not (await connector.call_tool("list_tasks", {})).is_error
+            assert "Document Connector" in sign_in.pages[0] and f"{docs.url}/connector.json" in sign_in.pages[0]
+            assert fetched == ["/connector.json"]  # fetched once: /authorize, the page and /token use the cache
+        finally:
+            server.stop()

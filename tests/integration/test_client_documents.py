@@ -24,7 +24,7 @@ from starlette.routing import Route
 
 from luma_mcp.oauth.client_documents import MAX_CONCURRENT_FETCHES, MAX_DOCUMENT_BYTES, ClientDocuments
 
-from ..helpers.tls import TlsServer, tls_files, trusting  # noqa: F401 (tls_files: a fixture)
+from ..helpers.tls import TlsServer, trusting
 
 pytestmark = pytest.mark.anyio
 LOGGER = "luma_mcp.oauth.client_documents"
@@ -145,7 +145,7 @@ class DocumentHost:
 
 
 @pytest.fixture
-def host(tls_files: tuple[Path, Path, Path]) -> Iterator[DocumentHost]:  # noqa: F811 (the fixture imported above)
+def host(tls_files: tuple[Path, Path, Path]) -> Iterator[DocumentHost]:
     certfile, keyfile, cafile = tls_files
     documents = DocumentHost()
     with TlsServer(documents.app(), certfile, keyfile) as server:

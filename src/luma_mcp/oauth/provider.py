@@ -128,6 +128,12 @@ class LumaAuthServer(OAuthAuthorizationServerProvider[GrantCode, GrantRefresh, I
             return None
         if self.documents is not None and self.documents.is_document_id(client_id):
             client = await self.documents.get(client_id)
+            # A document names its own redirect URIs: the same rule as a registration's.
+            if client is not None and (
+                problems := [p for u in client.redirect_uris or [] if (p := redirect_problem(u))]
+            ):
+                log.warning("The client metadata document %.200s is not used: %s", client_id, problems[0])
+                return None
         else:
             client = await self.grants.client(client_id)
         if client is None:

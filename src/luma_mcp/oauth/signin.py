@@ -131,8 +131,8 @@ class SignIn:
                 # Refusals are what is limited: guesses, and checks the API could not answer.
                 self._per_address.spend(client_key(address))
                 self._per_client.spend(pending.client_id)
-                wait = {"Retry-After": str(math.ceil(proven.retry_after))} if proven.retry_after else None
-                return await self._form(pending, csrf, proven.message, proven.status, wait)
+                later = {"Retry-After": str(math.ceil(proven.retry_after))} if proven.retry_after else None
+                return await self._form(pending, csrf, proven.message, proven.status, later)
             code = await self.server.grants.start_grant(
                 client_id=pending.client_id,
                 tenant=proven.tenant,
