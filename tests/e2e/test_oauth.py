@@ -186,6 +186,9 @@ def test_a_flood_of_sign_in_attempts_is_slowed_per_address(sim_server: Simulator
             # Registrations: 10 a minute from one address, then 429 (one was made above).
             registered = [RawConnector(http).register().status_code for _ in range(10)]
             assert registered == [201] * 9 + [429]
+            # Starting sign-ins (each may make the server fetch a client's document): 30 a minute.
+            starts = [raw.authorize().status_code for _ in range(40)]
+            assert starts[:25] == [302] * 25 and starts[-1] == 429
             # A visit with a request that was not sealed here (or altered) stores and shows nothing.
             assert http.get("/signin", params={"request": "forged"}).status_code == 400
     finally:

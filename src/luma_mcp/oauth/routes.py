@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from luma_mcp.oauth.client_documents import ClientDocuments
 
 REGISTRATIONS_PER_ADDRESS_PER_MINUTE = 10
+AUTHORIZATIONS_PER_ADDRESS_PER_MINUTE = 30
 SIGNIN_FORM_BYTES = 16_384
 METADATA_PATH = "/.well-known/oauth-authorization-server"
 PRUNE_SECONDS = 600
@@ -143,8 +144,14 @@ def oauth_edge(
                 methods=["GET", "OPTIONS"],
             )
         elif route.path == "/register":
-            limited = _PerAddress(route.app, KeyedBuckets(REGISTRATIONS_PER_ADDRESS_PER_MINUTE, 10))
+            limited = _PerAddress(route.app, KeyedBuckets(REGISTRATIONS_PER_ADDRESS_PER_MINUTE, 10), "registrations")
             route = Route("/register", endpoint=limited, methods=["POST", "OPTIONS"])
+        elif route.path == "/authorize":
+            # Each new metadata-document client id is a fetch this server makes: not for free.
+            buckets = KeyedBuckets(AUTHORIZATIONS_PER_ADDRESS_PER_MINUTE, AUTHORIZATIONS_PER_ADDRESS_PER_MINUTE)
+            route = Route(
+                "/authorize", endpoint=_PerAddress(route.app, buckets, "sign-in starts"), methods=["GET", "POST"]
+            )
         routes.append(route)
     routes.append(Route(SIGNIN_PATH, endpoint=signin.page, methods=["GET"]))
     routes.append(
@@ -158,13 +165,14 @@ def _body_limited(app: ASGIApp, limit: int) -> ASGIApp:
 
 
 class _PerAddress:
-    """At most so many POSTs a minute from one address (IPv6: one /64); 429 with Retry-After beyond."""
+    """At most so many requests a minute from one address (IPv6: one /64), preflights aside;
+    429 with Retry-After beyond."""
 
-    def __init__(self, app: ASGIApp, buckets: KeyedBuckets) -> None:
-        self.app, self.buckets = app, buckets
+    def __init__(self, app: ASGIApp, buckets: KeyedBuckets, what: str) -> None:
+        self.app, self.buckets, self.what = app, buckets, what
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["method"] == "POST":
+        if scope["type"] == "http" and scope["method"] != "OPTIONS":
             client = scope.get("client")
             key = client_key(client[0] if client else "")
             wait = self.buckets.wait(key)
@@ -172,7 +180,7 @@ class _PerAddress:
                 body = json.dumps(
                     {
                         "error": "temporarily_unavailable",
-                        "error_description": "Too many registrations from this address: try again after Retry-After.",
+                        "error_description": f"Too many {self.what} from this address: try again after Retry-After.",
                     }
                 ).encode()
                 headers = [
