@@ -17,7 +17,7 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.auth import AuthorizationCodeResult, OAuthClientInformationFull, OAuthClientMetadata, OAuthToken
 from pydantic import AnyUrl
 
-from .http import server_env
+from .stdio import server_env
 
 OAUTH_KEY = "q6nZf2b3mCQ0o8o0l8n9u0Zk3m0mA1s2d3f4g5h6j7k="  # a Fernet key (32 bytes, url-safe base64)
 REDIRECT_URI = "http://127.0.0.1:40123/callback"
