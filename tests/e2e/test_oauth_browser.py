@@ -11,28 +11,27 @@ person what they are agreeing to, never what they typed. Screenshots land in tes
 
 from __future__ import annotations
 
+import html
+import socket
 import sqlite3
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 import anyio
 import pytest
 from mcp.client.auth import OAuthClientProvider
 from mcp.shared.auth import AuthorizationCodeResult, OAuthClientMetadata
 from pydantic import AnyUrl
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import HTMLResponse, Response
-from starlette.routing import Route
 
 from luma_mcp.oauth.signin import CSRF_COOKIE
 from luma_mcp.results import TaskResult
-from luma_mcp.simulator import ServerThread, SimulatorServer
+from luma_mcp.simulator import SimulatorServer
 
 from ..helpers.browser import LAUNCH_ARGS, ROOT, chromium
 from ..helpers.http import TOKEN_A, HttpServer, free_port, http_env
@@ -55,22 +54,57 @@ CALLBACK_SECONDS = 20.0
 
 
 class Callback:
-    """The connector's side of the redirect: a real HTTP listener on a loopback port that keeps
-    the query of every request to /callback, as a native app's loopback redirect handler does."""
+    """The connector's side of the redirect: a real HTTP listener on a loopback address (`host`,
+    IPv4 or IPv6) that keeps the query of every request to /callback, as a native app's loopback
+    redirect handler does. It also serves the app's own page (/app), from another site
+    (`localhost`), with the link that sends the person to sign in, as a web connector does."""
 
-    def __init__(self) -> None:
+    def __init__(self, host: str = "127.0.0.1") -> None:
         self.hits: list[dict[str, str]] = []
+        self.referers: list[str | None] = []
         self._arrived = threading.Condition()
+        listener = self
 
-        async def callback(request: Request) -> Response:
-            with self._arrived:
-                self.hits.append(dict(request.query_params))
-                self._arrived.notify_all()
-            return HTMLResponse("<!doctype html><title>Connected</title><p>You can close this window.</p>")
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                url = urlsplit(self.path)
+                query = {name: values[-1] for name, values in parse_qs(url.query).items()}
+                if url.path == "/callback":
+                    with listener._arrived:
+                        listener.hits.append(query)
+                        listener.referers.append(self.headers.get("referer"))
+                        listener._arrived.notify_all()
+                    self._answer(200, "<!doctype html><title>Connected</title><p>You can close this window.</p>")
+                elif url.path == "/app" and "to" in query:
+                    to = html.escape(query["to"])
+                    self._answer(200, f'<!doctype html><title>{APP_NAME}</title><a href="{to}">Connect luma-mcp</a>')
+                else:
+                    self._answer(404, "not found")
 
-        self._thread = ServerThread(Starlette(routes=[Route("/callback", callback)])).start()
-        self.redirect_uri = f"{self._thread.url}/callback"
-        self.origin = self._thread.url
+            def _answer(self, status: int, body: str) -> None:
+                data = body.encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "text/html; charset=utf-8")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass  # stderr stays for what matters
+
+        class Server(ThreadingHTTPServer):
+            address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
+            daemon_threads = True
+
+        self._server = Server((host, 0), Handler)
+        self.port = self._server.server_address[1]
+        self.origin = f"http://{'[' + host + ']' if ':' in host else host}:{self.port}"
+        self.redirect_uri = f"{self.origin}/callback"
+        self._thread = threading.Thread(target=self._server.serve_forever, name="oauth-callback", daemon=True)
+        self._thread.start()
+
+    def app_page(self, authorization_url: str) -> str:
+        return f"http://localhost:{self.port}/app?{urlencode({'to': authorization_url})}"
 
     def wait(self, count: int) -> dict[str, str]:
         """The `count`th request to /callback, once it has come (bounded)."""
@@ -87,7 +121,9 @@ class Callback:
         return AuthorizationCodeResult(code=hit["code"], state=hit.get("state"), iss=hit.get("iss"))
 
     def stop(self) -> None:
-        self._thread.stop()
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=5)
 
 
 class SignInDenied(Exception):
@@ -109,12 +145,15 @@ class Seen:
 
 @dataclass
 class Person:
-    """Someone at the browser: opens the authorization URL, reads the page, types each of
-    `attempts` in turn and clicks Allow (or clicks Cancel when there are none)."""
+    """Someone at the browser: opens the authorization URL (as a desktop app has the system
+    browser do, or by the link on the app's page), reads the page, types each of `attempts` in
+    turn and clicks Allow (or clicks Cancel when there are none)."""
 
     context: Any  # a Playwright BrowserContext
     callback: Callback
     attempts: list[str]
+    from_app_page: bool = False
+    screenshots: bool = False  # into SHOTS: signin.png, wrong-token.png
     seen: list[Seen] = field(default_factory=list)
     cookies_on_page: list[dict[str, Any]] = field(default_factory=list)
     cookies_after: list[dict[str, Any]] = field(default_factory=list)
@@ -129,14 +168,18 @@ class Person:
         page = await self.context.new_page()
         page.on("console", lambda message: self.console.append(message.text))
         arrived = len(self.callback.hits) + 1
-        opened = await page.goto(authorization_url, timeout=PAGE_TIMEOUT_MS)  # /authorize, 302 to /signin
+        if self.from_app_page:
+            await page.goto(self.callback.app_page(authorization_url), timeout=PAGE_TIMEOUT_MS)
+            async with page.expect_navigation(timeout=PAGE_TIMEOUT_MS) as navigation:
+                await page.get_by_role("link", name="Connect luma-mcp").click()
+            opened = await navigation.value  # /authorize, 302 to /signin
+        else:
+            opened = await page.goto(authorization_url, timeout=PAGE_TIMEOUT_MS)  # /authorize, 302 to /signin
         assert opened is not None and opened.status == 200, f"the sign-in page did not open: {opened and opened.status}"
         await self._look(page, opened)
         self.cookies_on_page = await self.context.cookies()
-        SHOTS.mkdir(parents=True, exist_ok=True)
-        if self.attempts:
-            await page.screenshot(path=str(SHOTS / "signin.png"), full_page=True)
-        else:
+        await self._shoot(page, "signin.png")
+        if not self.attempts:
             await page.get_by_role("button", name="Cancel").click()
         for number, secret in enumerate(self.attempts, 1):
             await page.get_by_label(LABEL).fill(secret)
@@ -146,7 +189,7 @@ class Person:
                     await page.get_by_role("button", name="Allow").click()
                 await page.get_by_role("alert").wait_for(timeout=PAGE_TIMEOUT_MS)
                 await self._look(page, await answered.value)
-                await page.screenshot(path=str(SHOTS / "wrong-token.png"), full_page=True)
+                await self._shoot(page, "wrong-token.png")
             else:
                 await page.get_by_role("button", name="Allow").click()
         try:
@@ -159,6 +202,11 @@ class Person:
         await anyio.to_thread.run_sync(self.callback.wait, arrived)
         self.seconds = time.monotonic() - started
         self.cookies_after = await self.context.cookies()
+
+    async def _shoot(self, page: Any, name: str) -> None:
+        if self.screenshots:
+            SHOTS.mkdir(parents=True, exist_ok=True)
+            await page.screenshot(path=str(SHOTS / name), full_page=True)
 
     async def _look(self, page: Any, response: Any) -> None:
         self.seen.append(
@@ -221,7 +269,7 @@ async def test_chromium_signs_in_and_the_redirect_brings_the_code_home(
     sim_server.simulator.valid_tokens = {TOKEN_A}
     server = passthrough_server(sim_server)
     context = await new_context(browser)
-    person = Person(context, callback, attempts=[WRONG_TOKEN, TOKEN_A])
+    person = Person(context, callback, attempts=[WRONG_TOKEN, TOKEN_A], from_app_page=True, screenshots=True)
     try:
         async with oauth_client(server.url, connector(server, person, callback)) as connected:
             made = await connected.call_tool("generate_video", {"prompt": "A lighthouse", "wait_seconds": 20})
@@ -257,6 +305,8 @@ async def test_chromium_signs_in_and_the_redirect_brings_the_code_home(
     (hit,) = callback.hits
     state = parse_qs(urlsplit(person.authorization_url).query)["state"][0]
     assert hit["code"] and hit["state"] == state and hit["iss"] == server.url
+    assert callback.referers == [None]  # the page's Referrer-Policy: the app learns nothing of it
+    assert not [message for message in person.console if "Content Security Policy" in message], person.console
     submits = [r.authorization for r in sim_server.simulator.requests if r.path == "/luma/videos"]
     assert submits == [f"Bearer {TOKEN_A}"]  # the person's own token paid
     # The canaries: nothing the person typed is in a page or a log line.
@@ -287,3 +337,25 @@ async def test_cancel_sends_the_browser_back_with_access_denied_and_the_state(
     assert sim_server.simulator.requests == []
     with sqlite3.connect(private_folders / "ledger.sqlite3") as db:
         assert db.execute("SELECT count(*) FROM oauth_grants").fetchone() == (0,)
+
+
+async def test_an_ipv6_loopback_redirect_is_followed_too(sim_server: SimulatorServer, browser: Any) -> None:
+    # RFC 8252 names [::1] beside 127.0.0.1 for a native app's redirect: the CSP must let it through.
+    sim_server.simulator.valid_tokens = {TOKEN_A}
+    server = passthrough_server(sim_server)
+    callback = Callback("::1")
+    context = await new_context(browser)
+    person = Person(context, callback, attempts=[TOKEN_A])
+    try:
+        async with oauth_client(server.url, connector(server, person, callback)) as connected:
+            listed = await connected.call_tool("list_tasks", {})
+        assert listed.structured_content == {"tasks": []}
+    finally:
+        await context.close()
+        callback.stop()
+        server.stop()
+    (hit,) = callback.hits
+    assert hit["code"] and hit["iss"] == server.url
+    (signin,) = person.seen
+    assert f"You will be sent back to {callback.origin}." in signin.text  # http://[::1]:port
+    assert not [message for message in person.console if "Content Security Policy" in message], person.console
