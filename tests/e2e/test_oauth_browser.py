@@ -187,8 +187,10 @@ class Person:
                 # A wrong entry: answered on the page, which comes back with an empty field.
                 async with page.expect_navigation(timeout=PAGE_TIMEOUT_MS) as answered:
                     await page.get_by_role("button", name="Allow").click()
-                await page.get_by_role("alert").wait_for(timeout=PAGE_TIMEOUT_MS)
-                await self._look(page, await answered.value)
+                response = await answered.value
+                if response.status != 400:
+                    raise AssertionError(f"a wrong token got {response.status}: {await page.inner_text('body')}")
+                await self._look(page, response)
                 await self._shoot(page, "wrong-token.png")
             else:
                 await page.get_by_role("button", name="Allow").click()
@@ -196,8 +198,8 @@ class Person:
             await page.wait_for_url(f"{self.callback.redirect_uri}?**", timeout=PAGE_TIMEOUT_MS)
         except playwright_api.TimeoutError:
             raise AssertionError(
-                f"the browser never reached the redirect URI {self.callback.redirect_uri}: it is at {page.url}; "
-                f"console: {self.console}"
+                f"the browser never reached the redirect URI {self.callback.redirect_uri}: it is at {page.url}, "
+                f"showing {await page.inner_text('body')!r}; console: {self.console}"
             ) from None
         await anyio.to_thread.run_sync(self.callback.wait, arrived)
         self.seconds = time.monotonic() - started
@@ -260,7 +262,9 @@ def connector(server: HttpServer, person: Person, callback: Callback) -> OAuthCl
 
 
 async def new_context(browser: Any) -> Any:
-    return await browser.new_context(viewport={"width": 720, "height": 760}, device_scale_factor=1)
+    context = await browser.new_context(viewport={"width": 720, "height": 600}, device_scale_factor=1)
+    context.set_default_timeout(PAGE_TIMEOUT_MS)
+    return context
 
 
 async def test_chromium_signs_in_and_the_redirect_brings_the_code_home(
