@@ -285,6 +285,7 @@ class LumaAuthServer(OAuthAuthorizationServerProvider[GrantCode, GrantRefresh, I
 
 
 def redirect_origin(uri: str) -> str:
-    """The CSP source a redirect to `uri` needs (form-action also governs the redirect after a post)."""
+    """Where a redirect to `uri` sends the person, as the page shows it: its origin, or for an
+    app's own scheme just `scheme:` (`signin.form_action_source` makes the CSP source of it)."""
     parts = urlsplit(uri)
     return f"{parts.scheme}://{parts.netloc}" if parts.scheme in ("http", "https") else f"{parts.scheme}:"

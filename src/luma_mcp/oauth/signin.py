@@ -12,7 +12,8 @@ kept sealed) or an access key from the operator (keys). What it guarantees:
   a success needs a real token or key, and each check of a new token is itself rate-bounded
   (`token_checks`).
 - The page cannot be framed, loads nothing, and may post only here and redirect only to the
-  client's redirect URI (CSP), which gets the code, the state and our issuer (RFC 9207).
+  client's redirect origin (CSP; an IPv6 one by its scheme alone, which is all CSP can say),
+  which gets the code, the state and our issuer (RFC 9207).
 """
 
 from __future__ import annotations
@@ -210,7 +211,7 @@ class SignIn:
         body = PAGE.substitute({key: html.escape(value) for key, value in values.items()})
         alert = f'<p class="error" role="alert">{html.escape(error)}</p>' if error else ""
         body = body.replace("<!--error-->", alert)
-        return _html(body, status, back_to, headers)
+        return _html(body, status, form_action_source(back_to), headers)
 
     def _back(self, pending: Pending, **params: str) -> Response:
         location = construct_redirect_uri(pending.redirect_uri, **params, state=pending.state, iss=self.server.issuer)
@@ -228,6 +229,15 @@ class Refusal:
     message: str
     status: int = 400
     retry_after: float = 0
+
+
+def form_action_source(origin: str) -> str:
+    """The CSP source that lets the redirect after the post reach `origin` (browsers apply
+    form-action to it): the origin itself, or for an IPv6 address such as the loopback
+    `http://[::1]:8080` its scheme alone, since CSP's host grammar has no IPv6 literals and
+    browsers drop such a source (and then block the redirect)."""
+    scheme, separator, host = origin.partition("://")
+    return f"{scheme}:" if separator and host.startswith("[") else origin
 
 
 def _text(value: Any) -> str:
