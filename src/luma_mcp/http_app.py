@@ -29,7 +29,7 @@ from mcp.server.auth.provider import AccessToken, TokenVerifier
 from mcp.server.auth.routes import build_resource_metadata_url
 from mcp.server.auth.settings import AuthSettings
 from mcp.server.transport_security import TransportSecuritySettings
-from pydantic import AnyHttpUrl, SecretStr
+from pydantic import AnyHttpUrl, ConfigDict, SecretStr, TypeAdapter, ValidationError
 from starlette.applications import Starlette
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
@@ -44,6 +44,7 @@ from luma_mcp.config import Settings, split_list
 from luma_mcp.errors import CONSOLE_URL, LumaBalanceError, LumaError
 from luma_mcp.http_limits import ConnectionGuard, budget_connections, rate_limit_logs
 from luma_mcp.http_shutdown import CountPosts, DrainingServer, PostsInFlight
+from luma_mcp.ledger import Ledger, open_ledger
 from luma_mcp.retries import RetryPolicy
 from luma_mcp.server import create_server
 from luma_mcp.session_caps import SessionCaps
@@ -153,7 +154,7 @@ def create_http_app(
         )
     if mode == "keys" and settings.api_token is None:
         log.warning("Access keys are set but ACEDATACLOUD_API_TOKEN is not: every tool call will ask for it.")
-    public_url = (settings.public_url or f"http://{host}:{port}").rstrip("/")
+    public_url = _canonical(settings.public_url or f"http://{host}:{port}")
     verifier: TokenVerifier | None = None
     auth: AuthSettings | None = None
     checker: TokenChecker | None = None
@@ -175,6 +176,7 @@ def create_http_app(
         )
     resource = f"{public_url}{MCP_PATH}"
     oauth: OAuthEdge | None = None
+    shared: Ledger | None = None
     if mode is not None:
         static: TokenVerifier = (
             AccessKeyVerifier(settings.access_keys(), resource)
@@ -184,16 +186,18 @@ def create_http_app(
         verifier = static
         if settings.oauth:
             from luma_mcp.oauth.client_documents import ClientDocuments  # HTTP with sign-in only
+            from luma_mcp.oauth.grants import is_access_token
             from luma_mcp.oauth.routes import oauth_edge
 
             _check_issuer(public_url)
-            keys = static if mode == "keys" else None
+            shared = ledger = open_ledger(settings)  # one store (and pool) for tasks and sign-ins
             oauth = oauth_edge(
                 settings,
                 issuer=public_url,
                 resource=resource,
                 checker=checker,
-                keys=keys,
+                keys=static if mode == "keys" else None,
+                ledger=ledger,
                 documents=documents or ClientDocuments(),
             )
             verifier = oauth.verifier(static)
@@ -202,7 +206,7 @@ def create_http_app(
             resource_server_url=resource,
             validate_token_resource=True,  # every bearer is checked as one for this server's /mcp
         )
-    mcp = create_server(settings, token_verifier=verifier, auth=auth, stopping=stopping, remote=True)
+    mcp = create_server(settings, token_verifier=verifier, auth=auth, stopping=stopping, remote=True, ledger=shared)
 
     @mcp.custom_route("/health", methods=["GET"])  # type: ignore[untyped-decorator]
     async def health(_: Request) -> JSONResponse:
@@ -232,7 +236,7 @@ def create_http_app(
         checker=checker,
         caps=caps,
         resource_metadata_url=str(build_resource_metadata_url(AnyHttpUrl(resource))) if auth else None,
-        issued_here=oauth.issued_here if oauth is not None else None,
+        issued_here=is_access_token if oauth is not None else None,
     )
     app.state.posts = PostsInFlight()  # for DrainingServer: answers still to go out when stopping
     app.add_middleware(CountPosts, posts=app.state.posts)
@@ -267,6 +271,19 @@ def _also(
                 yield state
 
     return both
+
+
+def _canonical(url: str) -> str:
+    """The public URL as every piece compares it (issuer, resource): host lower-cased, default
+    port dropped, no trailing slash, as pydantic reads it."""
+    try:
+        parsed = TypeAdapter(AnyHttpUrl, config=ConfigDict(url_preserve_empty_path=True)).validate_python(url)
+    except ValidationError:
+        raise ConfigurationError(
+            f"LUMA_MCP_PUBLIC_URL ({url}) is not an http(s) URL: give the address people reach this server at, "
+            "like https://mcp.example.com."
+        ) from None
+    return str(parsed).rstrip("/")
 
 
 def _check_issuer(public_url: str) -> None:

@@ -22,6 +22,7 @@ from mcp.types import ListResourcesResult, ListToolsResult, PaginatedRequestPara
 
 from luma_mcp import __version__
 from luma_mcp.config import Settings
+from luma_mcp.ledger import Ledger
 from luma_mcp.player import SERVER_ICON, add_player, visible_resources, visible_tools
 from luma_mcp.prompts import add_prompts
 from luma_mcp.resources import add_resources
@@ -50,17 +51,19 @@ def create_server(
     auth: AuthSettings | None = None,
     stopping: threading.Event | None = None,
     remote: bool = False,
+    ledger: Ledger | None = None,
 ) -> "LumaMCPServer":
     """The luma-mcp server, configured by `settings`. `schedule` overrides the poll timing
     (tests and benchmarks run the simulator fast; production reads it from settings);
     `token_verifier` and `auth` protect it when served over HTTP, and `stopping` ends
     waits early when that server shuts down (see `http_app`); `remote` says it is served over
-    HTTP, to callers on other machines."""
+    HTTP, to callers on other machines; `ledger`, one opened (and closed) by whoever passes
+    it, shared with the sign-in."""
     poll_schedule = schedule or PollSchedule.from_settings(settings)
 
     @asynccontextmanager
     async def lifespan(_: MCPServer[AppState]) -> AsyncIterator[AppState]:
-        async with open_state(settings, poll_schedule, stopping=stopping, remote=remote) as state:
+        async with open_state(settings, poll_schedule, stopping=stopping, remote=remote, ledger=ledger) as state:
             yield state
 
     mcp = LumaMCPServer(

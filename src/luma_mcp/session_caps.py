@@ -23,7 +23,7 @@ from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 
 log = logging.getLogger(__name__)
 
-Tenant = tuple[str, str | None, str | None]  # (client_id, issuer, subject) of the verified bearer
+Tenant = tuple[str | None, str]  # (issuer, subject or else client id) of the verified bearer
 
 
 @dataclass
@@ -72,7 +72,9 @@ class SessionCaps:
         self._idle_seconds = manager.session_idle_timeout
 
         def admit_session(requestor: AuthorizationContext | None) -> StreamableHTTPServerTransport | None:
-            tenant = (requestor["client_id"], requestor["issuer"], requestor["subject"]) if requestor else None
+            # Whose sessions these are: the subject (the tenant, or the access key's holder), not
+            # the client id, which OAuth lets anyone multiply by registering more applications.
+            tenant = (requestor["issuer"], requestor["subject"] or requestor["client_id"]) if requestor else None
             refusal = self._refusal(tenant)
             if refusal is not None:
                 holder = SESSION_REFUSAL.get()

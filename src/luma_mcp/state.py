@@ -32,10 +32,17 @@ class AppState:
 
 @asynccontextmanager
 async def open_state(
-    settings: Settings, schedule: PollSchedule, *, stopping: threading.Event | None = None, remote: bool = False
+    settings: Settings,
+    schedule: PollSchedule,
+    *,
+    stopping: threading.Event | None = None,
+    remote: bool = False,
+    ledger: Ledger | None = None,
 ) -> AsyncIterator[AppState]:
-    """The process's state for as long as the server runs; the ledger and connections close after."""
-    ledger = open_ledger(settings)
+    """The process's state for as long as the server runs; connections close after, and the
+    ledger too unless it was given (then its owner closes it)."""
+    owned = ledger is None
+    ledger = ledger or open_ledger(settings)
     try:
         async with LumaClient.from_settings(settings) as luma:
             yield AppState(
@@ -48,4 +55,5 @@ async def open_state(
                 remote=remote,
             )
     finally:
-        ledger.close()
+        if owned:
+            ledger.close()

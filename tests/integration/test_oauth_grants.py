@@ -20,13 +20,14 @@ from ..helpers.oauth import OAUTH_KEY
 
 pytestmark = pytest.mark.anyio
 RESOURCE = "http://127.0.0.1:9/mcp"
+NEW_KEY = "J1t1b3nF6w7sXoQ1yq7m0s0C7u0b2d9kQeN2b6yM3Ck="
 API_TOKEN = "acedata-token-in-a-grant-1"
 
 
 def auth_server(ledger: Ledger, key: str = OAUTH_KEY, *, max_clients: int = 100) -> LumaAuthServer:
     grants = GrantStore(ledger, access_seconds=3600, grant_seconds=86_400, max_clients=max_clients)
     return LumaAuthServer(
-        grants=grants, sealer=Sealer([key]), issuer="http://127.0.0.1:9", resource=RESOURCE, mode="passthrough"
+        grants=grants, sealer=Sealer(key.split(",")), issuer="http://127.0.0.1:9", resource=RESOURCE, mode="passthrough"
     )
 
 
@@ -38,10 +39,10 @@ async def registered(server: LumaAuthServer, client_id: str = "client-1") -> OAu
     return client
 
 
-async def signed_in(server: LumaAuthServer, subject: str = "subject-1") -> str:
+async def signed_in(server: LumaAuthServer, subject: str = "subject-1", client_id: str = "client-1") -> str:
     """A code, as the sign-in page makes one after the API accepted the token."""
     return await server.grants.start_grant(
-        client_id="client-1",
+        client_id=client_id,
         tenant=subject,
         subject=subject,
         sealed_token=server.sealer.seal(API_TOKEN),
@@ -80,17 +81,62 @@ async def test_a_lost_server_key_means_signing_in_again(ledger: Ledger, store: s
     code = await before.load_authorization_code(client, await signed_in(before))
     assert code is not None
     tokens = await before.exchange_authorization_code(client, code)
-    after = auth_server(ledger, key="J1t1b3nF6w7sXoQ1yq7m0s0C7u0b2d9kQeN2b6yM3Ck=")  # the key was replaced
+    after = auth_server(ledger, key=NEW_KEY)  # the key was replaced
     assert await after.load_access_token(tokens.access_token) is None
-    assert raw_sql(store, "SELECT count(*) FROM oauth_grants") == [(0,)]  # the sealed token is gone with it
+    assert await after.load_refresh_token(client, tokens.refresh_token or "") is None  # no refresh either
+    # Left to expire, not revoked: a replica still holding the old key (mid-rotation) serves it.
+    assert await before.load_access_token(tokens.access_token) is not None
+    rotated = auth_server(ledger, key=f"{NEW_KEY},{OAUTH_KEY}")  # the new key first, the old one kept
+    assert await rotated.load_access_token(tokens.access_token) is not None
+
+
+async def test_a_client_secret_is_kept_sealed_and_survives_key_rotation(ledger: Ledger, store: str) -> None:
+    server = auth_server(ledger)
+    info = OAuthClientInformationFull(
+        client_id="confidential",
+        client_secret="the-sdks-random-secret-123",
+        token_endpoint_auth_method="client_secret_post",
+        redirect_uris=[AnyUrl("http://127.0.0.1:1/cb")],
+    )
+    await server.register_client(info)
+    assert "the-sdks-random-secret-123" not in str(raw_sql(store, "SELECT * FROM oauth_clients"))
+    for keys in (OAUTH_KEY, f"{NEW_KEY},{OAUTH_KEY}"):
+        client = await auth_server(ledger, key=keys).get_client("confidential")
+        assert client is not None and client.client_secret == "the-sdks-random-secret-123"
+    lost = await auth_server(ledger, key=NEW_KEY).get_client("confidential")
+    assert lost is not None and lost.client_secret is None  # the SDK refuses it: the app registers again
+
+
+async def test_refreshing_keeps_one_spent_refresh_token_per_sign_in(ledger: Ledger, store: str) -> None:
+    server = auth_server(ledger)
+    client = await registered(server)
+    code = await server.load_authorization_code(client, await signed_in(server))
+    assert code is not None
+    tokens = await server.exchange_authorization_code(client, code)
+    for _ in range(20):
+        refresh = await server.load_refresh_token(client, tokens.refresh_token or "")
+        assert refresh is not None
+        tokens = await server.exchange_refresh_token(client, refresh, refresh.scopes)
+    kinds = raw_sql(store, "SELECT kind, used_at IS NOT NULL FROM oauth_tokens")
+    assert sorted((kind, bool(spent)) for kind, spent in kinds) == [
+        ("access", False),
+        ("code", True),
+        ("refresh", False),
+        ("refresh", True),
+    ]
 
 
 async def test_what_strangers_can_make_it_hold_is_bounded(ledger: Ledger, store: str) -> None:
     server = auth_server(ledger, max_clients=3)
     for n in range(3):
         await registered(server, f"client-{n}")
+    await signed_in(server, client_id="client-0")
+    await registered(server, "client-3")  # full: the oldest one nobody signed in with (client-1) made room
+    assert await server.get_client("client-1") is None and await server.get_client("client-0") is not None
+    for client_id in ("client-2", "client-3"):
+        await signed_in(server, client_id=client_id)
     with pytest.raises(RegistrationError, match="as many applications as it keeps"):
-        await registered(server, "client-3")
+        await registered(server, "client-4")  # every one has been signed in with: nothing to evict
     for _ in range(MAX_GRANTS_PER_SUBJECT + 5):
         await signed_in(server)
     await signed_in(server, subject="someone-else")

@@ -49,10 +49,11 @@ MIGRATIONS: tuple[str, ...] = (
     # the person's API token sealed) and their codes and tokens, kept only as hashes.
     """
     CREATE TABLE oauth_clients (
-        client_id   TEXT PRIMARY KEY,
-        info        TEXT NOT NULL,
-        created_at  {float} NOT NULL,
-        expires_at  {float} NOT NULL
+        client_id     TEXT PRIMARY KEY,
+        info          TEXT NOT NULL,
+        sealed_secret TEXT,
+        created_at    {float} NOT NULL,
+        expires_at    {float} NOT NULL
     );
     CREATE INDEX oauth_clients_by_expiry ON oauth_clients (expires_at);
     CREATE TABLE oauth_grants (
@@ -67,6 +68,7 @@ MIGRATIONS: tuple[str, ...] = (
         expires_at   {float} NOT NULL
     );
     CREATE INDEX oauth_grants_by_subject ON oauth_grants (subject, created_at);
+    CREATE INDEX oauth_grants_by_client ON oauth_grants (client_id);
     CREATE INDEX oauth_grants_by_expiry ON oauth_grants (expires_at);
     CREATE TABLE oauth_tokens (
         token_hash  TEXT PRIMARY KEY,
@@ -154,11 +156,17 @@ class GrantStatements(NamedTuple):
     """
 
     add_client: str = (
-        "INSERT INTO oauth_clients (client_id, info, created_at, expires_at) "
-        "VALUES ({client_id}, {info}, {now}, {expires_at})"
+        "INSERT INTO oauth_clients (client_id, info, sealed_secret, created_at, expires_at) "
+        "VALUES ({client_id}, {info}, {sealed_secret}, {now}, {expires_at})"
     )
-    client: str = "SELECT info FROM oauth_clients WHERE client_id = {client_id} AND expires_at > {now}"
+    client: str = "SELECT info, sealed_secret FROM oauth_clients WHERE client_id = {client_id} AND expires_at > {now}"
     live_clients: str = "SELECT COUNT(*) AS clients FROM oauth_clients WHERE expires_at > {now}"
+    # When full, the oldest registration nobody has signed in with makes room.
+    evict_unused_client: str = (
+        "DELETE FROM oauth_clients WHERE client_id = (SELECT c.client_id FROM oauth_clients c "
+        "WHERE NOT EXISTS (SELECT 1 FROM oauth_grants g WHERE g.client_id = c.client_id) "
+        "ORDER BY c.created_at LIMIT 1)"
+    )
     keep_client: str = (
         "UPDATE oauth_clients SET expires_at = {expires_at} WHERE client_id = {client_id} AND expires_at < {expires_at}"
     )
@@ -185,10 +193,17 @@ class GrantStatements(NamedTuple):
     )
     spend: str = "UPDATE oauth_tokens SET used_at = {now} WHERE token_hash = {token_hash} AND used_at IS NULL"
     drop_kind: str = "DELETE FROM oauth_tokens WHERE grant_id = {grant_id} AND kind = {kind}"
+    # Spent refresh tokens of a grant but the one just spent (kept to catch its reuse).
+    drop_spent: str = (
+        "DELETE FROM oauth_tokens WHERE grant_id = {grant_id} AND kind = {kind} AND used_at IS NOT NULL "
+        "AND token_hash != {token_hash}"
+    )
     drop_grant_tokens: str = "DELETE FROM oauth_tokens WHERE grant_id = {grant_id}"
     drop_grant: str = "DELETE FROM oauth_grants WHERE grant_id = {grant_id}"
     prune_tokens: str = "DELETE FROM oauth_tokens WHERE expires_at < {now}"
-    prune_orphans: str = "DELETE FROM oauth_tokens WHERE grant_id NOT IN (SELECT grant_id FROM oauth_grants)"
+    prune_grant_tokens: str = (
+        "DELETE FROM oauth_tokens WHERE grant_id IN (SELECT grant_id FROM oauth_grants WHERE expires_at < {now})"
+    )
     prune_grants: str = "DELETE FROM oauth_grants WHERE expires_at < {now}"
     prune_clients: str = "DELETE FROM oauth_clients WHERE expires_at < {now}"
 

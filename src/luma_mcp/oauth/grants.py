@@ -6,10 +6,12 @@ tokens hang off their grant. What this module guarantees:
 - A code or token is stored only as its SHA-256: the database cannot hand one out.
 - Codes and refresh tokens are spent once (one conditional update decides, across replicas);
   a spent one presented again revokes its whole grant (RFC 6749 §4.1.2, and refresh-token
-  reuse detection), since someone else has it.
+  reuse detection), since someone else has it. A grant keeps one spent refresh token (the
+  last), enough to catch that.
 - Revoking or expiring a grant deletes it, its tokens and its sealed API token together.
-- What strangers can make it hold is bounded: registered clients (`max_clients`, unused
-  ones expire after a day), grants per subject (`MAX_GRANTS_PER_SUBJECT`, the oldest go),
+- What strangers can make it hold is bounded: registered clients (`max_clients`; unused
+  ones expire after a day, and when full the oldest unused one makes room), grants per
+  subject (`MAX_GRANTS_PER_SUBJECT`, the oldest go),
   one live access token per grant; expired rows are pruned on every sign-in and registration,
   and every ten minutes (`routes.OAuthEdge`).
 """
@@ -88,27 +90,33 @@ class GrantStore:
 
     # --- clients ---------------------------------------------------------------------------
 
-    async def add_client(self, client: OAuthClientInformationFull) -> bool:
-        """Register `client` (its secret is never stored); False when `max_clients` are registered."""
+    async def add_client(self, client: OAuthClientInformationFull, sealed_secret: str | None) -> bool:
+        """Register `client`, its secret only sealed; False when `max_clients` are registered and
+        every one has been signed in with."""
         info = client.model_dump_json(exclude={"client_secret"}, exclude_none=True)
 
         def work(db: Sql) -> bool:
             now = time.time()
             self._prune(db, now)
-            if db.execute(self._sql.live_clients, {"now": now}).fetchone()["clients"] >= self.max_clients:
+            full = db.execute(self._sql.live_clients, {"now": now}).fetchone()["clients"] >= self.max_clients
+            if full and db.execute(self._sql.evict_unused_client, {}).rowcount != 1:
                 return False
-            params = {"client_id": client.client_id, "info": info, "now": now}
+            params = {"client_id": client.client_id, "info": info, "sealed_secret": sealed_secret, "now": now}
             db.execute(self._sql.add_client, {**params, "expires_at": now + CLIENT_UNUSED_SECONDS})
             return True
 
         return await self._store.transact(work, write=True)
 
-    async def client(self, client_id: str) -> OAuthClientInformationFull | None:
+    async def client(self, client_id: str) -> tuple[OAuthClientInformationFull, str | None] | None:
+        """A registered client and its sealed secret (None: a public client)."""
+
         def work(db: Sql) -> Any:
             return db.execute(self._sql.client, {"client_id": client_id, "now": time.time()}).fetchone()
 
         row = await self._store.transact(work)
-        return None if row is None else OAuthClientInformationFull.model_validate_json(row["info"])
+        if row is None:
+            return None
+        return OAuthClientInformationFull.model_validate_json(row["info"]), row["sealed_secret"]
 
     # --- grants ----------------------------------------------------------------------------
 
@@ -187,9 +195,11 @@ class GrantStore:
 
         def work(db: Sql) -> Issued | None:
             now = time.time()
-            if db.execute(self._sql.spend, {"token_hash": token_hash(token), "now": now}).rowcount != 1:
+            spent = token_hash(token)
+            if db.execute(self._sql.spend, {"token_hash": spent, "now": now}).rowcount != 1:
                 return None
             db.execute(self._sql.drop_kind, {"grant_id": grant_id, "kind": "access"})
+            db.execute(self._sql.drop_spent, {"grant_id": grant_id, "kind": "refresh", "token_hash": spent})
             expires_at = now + self.grant_seconds
             access_expires_at = min(now + self.access_seconds, expires_at)
             self._issue(db, access, "access", grant_id, access_expires_at)
@@ -222,6 +232,6 @@ class GrantStore:
         db.execute(self._sql.drop_grant, {"grant_id": grant_id})
 
     def _prune(self, db: Sql, now: float) -> None:
-        for statement in (self._sql.prune_grants, self._sql.prune_tokens, self._sql.prune_clients):
+        sql = self._sql
+        for statement in (sql.prune_grant_tokens, sql.prune_grants, sql.prune_tokens, sql.prune_clients):
             db.execute(statement, {"now": now})
-        db.execute(self._sql.prune_orphans, {})

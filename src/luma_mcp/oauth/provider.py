@@ -9,8 +9,8 @@ sign-in page, `signin`), and what codes and tokens stand for (`grants`). On top 
   /authorize, and every token carries ours (the bearer check compares it).
 - An access token reads back as the `caller.Identity` it stands for: the person's own API
   token unsealed (bring your own token), or the access key's holder while that key is still
-  configured. A grant that no longer fits (key removed, server key replaced, mode changed)
-  is revoked and the token refused: that person signs in again.
+  configured. A grant this process cannot act for (key removed, server key replaced, mode
+  changed) has its tokens refused, refresh included: that person signs in again.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from pydantic import AnyUrl
 
 from luma_mcp.bearer import MAX_BEARER_LENGTH
 from luma_mcp.caller import Identity
-from luma_mcp.oauth.grants import Credential, GrantStore, Issued
+from luma_mcp.oauth.grants import Credential, Grant, GrantStore, Issued
 from luma_mcp.oauth.sealing import Sealer
 
 if TYPE_CHECKING:
@@ -46,19 +46,22 @@ log = logging.getLogger(__name__)
 
 SCOPE = "videos"  # the one thing a grant allows: make and read videos on the person's account
 SIGNIN_PATH = "/signin"
-LOOPBACK_HOSTS = frozenset({"127.0.0.1", "[::1]", "localhost"})
+LOOPBACK_REDIRECT_HOSTS = frozenset({"127.0.0.1", "[::1]", "localhost"})
 # Schemes no redirect may use: they run code or read local files in the browser.
 UNSAFE_SCHEMES = frozenset({"javascript", "data", "file", "vbscript", "blob", "about", "ftp", "ws", "wss"})
 
 
 def redirect_problem(uri: AnyUrl) -> str | None:
-    """Why `uri` cannot be a redirect URI, or None: https, plain http to a loopback host, or an
-    app's own scheme (`cursor://…`); never a fragment."""
+    """Why `uri` cannot be a redirect URI, or None. Allowed: https, plain http to a loopback
+    host, or an app's own scheme (`cursor://…`); never a fragment or a user part (which would
+    make the page's "you will be sent back to" read as another host)."""
     if uri.fragment is not None:
         return f"Redirect URI {uri} has a fragment; redirect URIs must not."
-    if uri.scheme == "https" or uri.scheme in UNSAFE_SCHEMES:
-        return None if uri.scheme == "https" else f"Redirect URI {uri} uses a scheme browsers must not be sent to."
-    if uri.scheme == "http" and uri.host not in LOOPBACK_HOSTS:
+    if uri.username is not None or uri.password is not None:
+        return f"Redirect URI {uri} has a user part; redirect URIs must not."
+    if uri.scheme in UNSAFE_SCHEMES:
+        return f"Redirect URI {uri} uses a scheme browsers must not be sent to."
+    if uri.scheme == "http" and uri.host not in LOOPBACK_REDIRECT_HOSTS:
         return f"Redirect URI {uri} is plain http to a host other than this machine's loopback: use https."
     return None
 
@@ -67,7 +70,7 @@ def _same_but_port(requested: AnyUrl, registered: AnyUrl) -> bool:
     """RFC 8252 §7.3: a native app's loopback redirect may come back on any port."""
     return (
         requested.scheme == registered.scheme == "http"
-        and requested.host in LOOPBACK_HOSTS
+        and requested.host in LOOPBACK_REDIRECT_HOSTS
         and requested.host == registered.host
         and requested.path == registered.path
         and requested.query == registered.query
@@ -126,31 +129,32 @@ class LumaAuthServer(OAuthAuthorizationServerProvider[GrantCode, GrantRefresh, I
     async def get_client(self, client_id: str) -> OAuthClientInformationFull | None:
         if not 0 < len(client_id) <= MAX_BEARER_LENGTH:
             return None
+        sealed_secret: str | None = None
         if self.documents is not None and self.documents.is_document_id(client_id):
             client = await self.documents.get(client_id)
             # A document names its own redirect URIs: the same rule as a registration's.
-            if client is not None and (
-                problems := [p for u in client.redirect_uris or [] if (p := redirect_problem(u))]
-            ):
+            problems = [p for uri in (client.redirect_uris or []) if (p := redirect_problem(uri))] if client else []
+            if problems:
                 log.warning("The client metadata document %.200s is not used: %s", client_id, problems[0])
                 return None
         else:
-            client = await self.grants.client(client_id)
+            registered = await self.grants.client(client_id)
+            client, sealed_secret = registered if registered else (None, None)
         if client is None:
             return None
         found = RegisteredClient.model_validate(client.model_dump(exclude_none=True))
-        if found.token_endpoint_auth_method not in (None, "none"):
-            found.client_secret = self.sealer.client_secret(client_id)
+        if sealed_secret is not None:
+            # None when no server key opens it: the SDK then refuses the client, which registers again.
+            found.client_secret = self.sealer.unseal(sealed_secret)
         return found
 
     async def register_client(self, client_info: OAuthClientInformationFull) -> None:
         for uri in client_info.redirect_uris or []:
             if problem := redirect_problem(uri):
                 raise RegistrationError("invalid_redirect_uri", problem)
-        if client_info.client_secret is not None:
-            # Derived from the server key rather than stored; the SDK answers with this one.
-            client_info.client_secret = self.sealer.client_secret(client_info.client_id)
-        if not await self.grants.add_client(client_info):
+        # The SDK's random secret (if any) is what it answers with; kept sealed, so it survives key rotation.
+        secret = client_info.client_secret
+        if not await self.grants.add_client(client_info, self.sealer.seal(secret) if secret else None):
             raise RegistrationError(
                 "invalid_client_metadata",
                 "This server has registered as many applications as it keeps; try again later.",
@@ -202,7 +206,7 @@ class LumaAuthServer(OAuthAuthorizationServerProvider[GrantCode, GrantRefresh, I
 
     async def load_refresh_token(self, client: OAuthClientInformationFull, refresh_token: str) -> GrantRefresh | None:
         found = await self._live(refresh_token, "refresh", client)
-        if found is None:
+        if found is None or not self._acts_for(found.grant)[0]:
             return None
         return GrantRefresh(
             token=refresh_token,
@@ -235,15 +239,11 @@ class LumaAuthServer(OAuthAuthorizationServerProvider[GrantCode, GrantRefresh, I
             "expires_at": int(found.expires_at),
             "resource": grant.resource,
         }
-        if self.mode == "passthrough":
-            upstream = self.sealer.unseal(grant.sealed_token) if grant.sealed_token else None
-            if upstream is None:
-                await self._refuse(grant.grant_id, "its API token cannot be unsealed with LUMA_MCP_OAUTH_KEY")
-                return None
-            return Identity.spending(upstream, bearer=token, **fields)
-        if grant.sealed_token is not None or grant.subject not in self._live_keys:
-            await self._refuse(grant.grant_id, "the access key it was made with is no longer configured")
+        usable, api_token = self._acts_for(grant)
+        if not usable:
             return None
+        if api_token is not None:
+            return Identity.spending(api_token, bearer=token, **fields)
         return Identity(token=token, subject=grant.subject, **fields)
 
     async def revoke_token(self, token: Identity | GrantRefresh) -> None:
@@ -269,9 +269,24 @@ class LumaAuthServer(OAuthAuthorizationServerProvider[GrantCode, GrantRefresh, I
             return None
         return found
 
-    async def _refuse(self, grant_id: str, why: str) -> None:
-        await self.grants.revoke(grant_id)
-        log.warning("A sign-in is revoked because %s: that person must sign in again.", why)
+    def _acts_for(self, grant: Grant) -> tuple[bool, str | None]:
+        """Whether this process can act for `grant`, and with which API token (the person's own,
+        unsealed; None: the server's, for an access key's holder). It cannot when the API token
+        does not unseal with this server's keys, the access key is not configured here, or the
+        grant was made in the other mode: its tokens are refused, refresh included, and the app
+        asks the person to sign in again. The grant is left to expire rather than revoked: a
+        replica configured otherwise (mid-rotation) may still act for it."""
+        if self.mode == "passthrough":
+            api_token = self.sealer.unseal(grant.sealed_token) if grant.sealed_token is not None else None
+            if api_token is not None:
+                return True, api_token
+            why = "its API token does not unseal with LUMA_MCP_OAUTH_KEY"
+        else:
+            if grant.sealed_token is None and grant.subject in self._live_keys:
+                return True, None
+            why = "the access key it was made with is not configured here"
+        log.warning("A sign-in's token is refused because %s: that person must sign in again.", why)
+        return False, None
 
     def _tokens(self, issued: Issued | None, scopes: list[str]) -> OAuthToken:
         if issued is None:
@@ -285,7 +300,11 @@ class LumaAuthServer(OAuthAuthorizationServerProvider[GrantCode, GrantRefresh, I
 
 
 def redirect_origin(uri: str) -> str:
-    """Where a redirect to `uri` sends the person, as the page shows it: its origin, or for an
-    app's own scheme just `scheme:` (`signin.form_action_source` makes the CSP source of it)."""
+    """Where a redirect to `uri` sends the person, as the page shows it: its scheme, host and
+    port (never a user part), or for an app's own scheme just `scheme:`
+    (`signin.form_action_source` makes the CSP source of it)."""
     parts = urlsplit(uri)
-    return f"{parts.scheme}://{parts.netloc}" if parts.scheme in ("http", "https") else f"{parts.scheme}:"
+    if parts.scheme not in ("http", "https"):
+        return f"{parts.scheme}:"
+    host = f"[{parts.hostname}]" if parts.hostname and ":" in parts.hostname else parts.hostname or ""
+    return f"{parts.scheme}://{host}{f':{parts.port}' if parts.port else ''}"

@@ -15,6 +15,7 @@ import logging
 import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
+from urllib.parse import urlencode
 
 from mcp.server.auth.handlers.metadata import MetadataHandler
 from mcp.server.auth.provider import AccessToken, TokenVerifier
@@ -23,10 +24,10 @@ from mcp.server.auth.settings import ClientRegistrationOptions, RevocationOption
 from mcp.server.transport_security import RequestBodyLimitMiddleware
 from pydantic import AnyHttpUrl, ConfigDict, TypeAdapter
 from starlette.routing import BaseRoute, Route, request_response
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from luma_mcp.config import Settings
-from luma_mcp.ledger import Ledger, open_ledger
+from luma_mcp.ledger import Ledger
 from luma_mcp.oauth.grants import GrantStore, is_access_token
 from luma_mcp.oauth.limits import KeyedBuckets
 from luma_mcp.oauth.provider import SCOPE, SIGNIN_PATH, LumaAuthServer
@@ -38,7 +39,8 @@ if TYPE_CHECKING:
     from luma_mcp.oauth.client_documents import ClientDocuments
 
 REGISTRATIONS_PER_ADDRESS_PER_MINUTE = 10
-AUTHORIZATIONS_PER_ADDRESS_PER_MINUTE = 30
+STARTS_PER_ADDRESS_PER_MINUTE = 30
+TOKEN_REQUESTS_PER_ADDRESS_PER_MINUTE = 60
 SIGNIN_FORM_BYTES = 16_384
 METADATA_PATH = "/.well-known/oauth-authorization-server"
 PRUNE_SECONDS = 600
@@ -52,11 +54,6 @@ class OAuthEdge:
     ledger: Ledger
     documents: ClientDocuments | None
     _pruning: asyncio.Task[None] = field(init=False)
-
-    @staticmethod
-    def issued_here(bearer: str) -> bool:
-        """Whether a bearer is an access token of ours (checked against the grants, not upstream)."""
-        return is_access_token(bearer)
 
     def verifier(self, static: TokenVerifier) -> TokenVerifier:
         """Access tokens issued here checked against the grants; any other bearer as before."""
@@ -101,11 +98,13 @@ def oauth_edge(
     resource: str,
     checker: TokenChecker | None,
     keys: TokenVerifier | None,
+    ledger: Ledger,
     documents: ClientDocuments | None = None,
 ) -> OAuthEdge:
+    """The sign-in's parts; its grants live in `ledger` (the MCP server's own, shared: one pool)
+    which the edge closes when it stops."""
     mode = settings.auth_mode
     assert mode is not None  # Settings refuses LUMA_MCP_OAUTH without a mode
-    ledger = open_ledger(settings)
     grants = GrantStore(
         ledger,
         access_seconds=settings.oauth_access_seconds,
@@ -127,8 +126,15 @@ def oauth_edge(
     signin = SignIn(server, mode=mode, checker=checker, keys=keys, grant_days=settings.oauth_grant_days)
     registration = ClientRegistrationOptions(enabled=True, valid_scopes=[SCOPE], default_scopes=[SCOPE])
     revocation = RevocationOptions(enabled=True)
+    limits = {  # per address (IPv6: per /64) and minute; /authorize and /token may fetch a client's document
+        "/register": (REGISTRATIONS_PER_ADDRESS_PER_MINUTE, "registrations"),
+        "/authorize": (STARTS_PER_ADDRESS_PER_MINUTE, "sign-in starts"),
+        "/token": (TOKEN_REQUESTS_PER_ADDRESS_PER_MINUTE, "token requests"),
+        "/revoke": (TOKEN_REQUESTS_PER_ADDRESS_PER_MINUTE, "revocations"),
+    }
     routes: list[BaseRoute] = []
     for route in create_auth_routes(server, issuer_url, None, registration, revocation):
+        assert isinstance(route, Route)
         if route.path == METADATA_PATH:
             metadata = build_metadata(issuer_url, None, registration, revocation).model_copy(
                 update={
@@ -138,30 +144,41 @@ def oauth_edge(
                     "token_endpoint_auth_methods_supported": ["none", "client_secret_post", "client_secret_basic"],
                 }
             )
-            route = Route(
-                METADATA_PATH,
-                endpoint=cors_middleware(MetadataHandler(metadata).handle, ["GET", "OPTIONS"]),
-                methods=["GET", "OPTIONS"],
-            )
-        elif route.path == "/register":
-            limited = _PerAddress(route.app, KeyedBuckets(REGISTRATIONS_PER_ADDRESS_PER_MINUTE, 10), "registrations")
-            route = Route("/register", endpoint=limited, methods=["POST", "OPTIONS"])
-        elif route.path == "/authorize":
-            # Each new metadata-document client id is a fetch this server makes: not for free.
-            buckets = KeyedBuckets(AUTHORIZATIONS_PER_ADDRESS_PER_MINUTE, AUTHORIZATIONS_PER_ADDRESS_PER_MINUTE)
-            route = Route(
-                "/authorize", endpoint=_PerAddress(route.app, buckets, "sign-in starts"), methods=["GET", "POST"]
-            )
+            handler = cors_middleware(MetadataHandler(metadata).handle, ["GET", "OPTIONS"])
+            route = Route(METADATA_PATH, endpoint=handler, methods=["GET", "OPTIONS"])
+        elif route.path in limits:
+            per_minute, what = limits[route.path]
+            app = _WithIssuer(route.app, issuer) if route.path == "/authorize" else route.app
+            limited = _PerAddress(app, KeyedBuckets(per_minute, per_minute), what)
+            route = Route(route.path, endpoint=limited, methods=list(route.methods or []))
         routes.append(route)
     routes.append(Route(SIGNIN_PATH, endpoint=signin.page, methods=["GET"]))
-    routes.append(
-        Route(SIGNIN_PATH, endpoint=_body_limited(request_response(signin.submit), SIGNIN_FORM_BYTES), methods=["POST"])
-    )
+    form = RequestBodyLimitMiddleware(request_response(signin.submit), SIGNIN_FORM_BYTES)
+    routes.append(Route(SIGNIN_PATH, endpoint=form, methods=["POST"]))
     return OAuthEdge(routes=routes, server=server, ledger=ledger, documents=documents)
 
 
-def _body_limited(app: ASGIApp, limit: int) -> ASGIApp:
-    return RequestBodyLimitMiddleware(app, limit)
+class _WithIssuer:
+    """RFC 9207: an error sent back to the client from /authorize names the issuer too (the
+    SDK's handler adds it to nothing; `signin` adds it to what it sends)."""
+
+    def __init__(self, app: ASGIApp, issuer: str) -> None:
+        self.app, self.issuer = app, issuer
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        async def with_issuer(message: Message) -> None:
+            if message["type"] == "http.response.start" and message["status"] in (302, 303):
+                headers = []
+                for name, value in message["headers"]:
+                    if name == b"location" and "error=" in (location := value.decode("latin-1")):
+                        value = (
+                            location + ("&" if "?" in location else "?") + urlencode({"iss": self.issuer})
+                        ).encode()
+                    headers.append((name, value))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, with_issuer)
 
 
 class _PerAddress:

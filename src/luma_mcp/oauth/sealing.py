@@ -1,19 +1,14 @@
 """The server key (LUMA_MCP_OAUTH_KEY): what must stay secret at rest, yet be read back.
 
-- `seal` / `unseal`: a person's Ace Data Cloud token in the database, and the sign-in request
-  the page carries between /authorize and the form. Fernet from `cryptography` (AES-128-CBC
-  with HMAC-SHA256): a sealed value can be neither read nor altered without the key.
+- `seal` / `unseal`: a person's Ace Data Cloud token and registered clients' secrets in the
+  database, and the sign-in request the page carries between /authorize and the form.
+  Fernet from `cryptography` (AES-128-CBC with HMAC-SHA256): a sealed value can be neither
+  read nor altered without the key.
 - Several keys (comma-separated) rotate: the first seals, every one unseals. A value no key
   unseals (a lost or replaced key) reads as nothing, so people sign in again; never a crash.
-- `client_secret`: a registered client's secret is derived from the key (HMAC), not stored,
-  so the database holds no client secret; a new first key means clients register again.
 """
 
 from __future__ import annotations
-
-import base64
-import hashlib
-import hmac
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
@@ -23,7 +18,6 @@ class Sealer:
         if not keys:
             raise ValueError("at least one server key is needed")
         self._fernet = MultiFernet([Fernet(key) for key in keys])
-        self._mac_key = base64.urlsafe_b64decode(keys[0])
 
     def seal(self, value: str) -> str:
         return self._fernet.encrypt(value.encode()).decode("ascii")
@@ -34,7 +28,3 @@ class Sealer:
             return self._fernet.decrypt(sealed.encode("ascii"), ttl=int(max_age) if max_age else None).decode()
         except (InvalidToken, UnicodeError, ValueError):
             return None
-
-    def client_secret(self, client_id: str) -> str:
-        message = b"luma-mcp client secret\0" + client_id.encode()
-        return hmac.new(self._mac_key, message, hashlib.sha256).hexdigest()

@@ -8,7 +8,8 @@ kept sealed) or an access key from the operator (keys). What it guarantees:
   stored per visitor, and nobody can alter the client, redirect, PKCE challenge or state.
 - CSRF: a random value in a SameSite=Strict, HttpOnly cookie must match the form's copy.
 - What the person typed is never echoed back, logged or put in a URL; a wrong entry is
-  answered on the page. Failed attempts are limited per address and per client (`limits`);
+  answered on the page. Failed attempts are limited per address, and per client and network
+  (`limits`);
   a success needs a real token or key, and each check of a new token is itself rate-bounded
   (`token_checks`).
 - The page cannot be framed, loads nothing, and may post only here and redirect only to the
@@ -38,7 +39,7 @@ from luma_mcp.caller import OPERATOR, tenant_of
 from luma_mcp.errors import LedgerUnavailable
 from luma_mcp.oauth.limits import KeyedBuckets
 from luma_mcp.oauth.provider import LumaAuthServer, redirect_origin
-from luma_mcp.token_checks import TokenChecker, Unsure, client_key
+from luma_mcp.token_checks import TokenChecker, Unsure, client_key, network_key
 
 log = logging.getLogger(__name__)
 
@@ -121,7 +122,10 @@ class SignIn:
         if _text(form.get("action")) == "deny":
             return self._back(pending, error="access_denied")
         address = request.client.host if request.client else ""
-        wait = max(self._per_address.wait(client_key(address)), self._per_client.wait(pending.client_id))
+        # Per application within one network too: an app's id (claude.ai's) is shared by all its
+        # users, and guesses from elsewhere must not lock them out.
+        per_client = f"{pending.client_id} {network_key(address)}"
+        wait = max(self._per_address.wait(client_key(address)), self._per_client.wait(per_client))
         if wait:
             message = f"Too many attempts. Wait {math.ceil(wait)} seconds, then try again."
             return await self._form(pending, csrf, message, 429, {"Retry-After": str(math.ceil(wait))})
@@ -131,7 +135,7 @@ class SignIn:
             if isinstance(proven, Refusal):
                 # Refusals are what is limited: guesses, and checks the API could not answer.
                 self._per_address.spend(client_key(address))
-                self._per_client.spend(pending.client_id)
+                self._per_client.spend(per_client)
                 later = {"Retry-After": str(math.ceil(proven.retry_after))} if proven.retry_after else None
                 return await self._form(pending, csrf, proven.message, proven.status, later)
             code = await self.server.grants.start_grant(
