@@ -141,3 +141,26 @@ def test_the_container_carries_the_registry_name_and_checks_health() -> None:
     assert '"--transport", "http"' in DOCKERFILE and '"--port", "8000"' in DOCKERFILE
     assert re.search(r"^USER (?!root)\w+$", DOCKERFILE, flags=re.MULTILINE)
     assert DOCKERFILE.count("\nFROM ") + DOCKERFILE.startswith("FROM ") == 2  # build stage, runtime stage
+
+
+def test_the_readmes_install_links_run_the_package_the_registry_lists() -> None:
+    import base64
+    from urllib.parse import unquote
+
+    readme = (ROOT / "README.md").read_text()
+    (pypi,) = [p for p in ENTRY["packages"] if p["registryType"] == "pypi"]
+    cursor = re.search(r"cursor://anysphere\.cursor-deeplink/mcp/install\?name=luma&config=([A-Za-z0-9+/=]+)", readme)
+    assert cursor is not None
+    assert json.loads(base64.b64decode(cursor[1])) == {
+        "command": "uvx", "args": [pypi["identifier"]], "env": {"ACEDATACLOUD_API_TOKEN": "your-token"}
+    }  # fmt: skip
+    vscode = re.search(r"https://insiders\.vscode\.dev/redirect\?url=([^)\s]+)", readme)
+    assert vscode is not None
+    link = unquote(vscode[1])
+    assert link.startswith("vscode:mcp/install?")
+    server = json.loads(unquote(link.removeprefix("vscode:mcp/install?")))
+    assert server["command"] == "uvx" and server["args"] == [pypi["identifier"]]
+    (prompt,) = server["inputs"]
+    assert prompt["password"] is True
+    assert server["env"] == {"ACEDATACLOUD_API_TOKEN": "${input:" + prompt["id"] + "}"}
+    assert f"-- uvx {pypi['identifier']}`" in readme  # Claude Code
