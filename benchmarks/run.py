@@ -46,6 +46,7 @@ from mcp.types import CallToolResult, TextContent, TextResourceContents
 
 from http_load import LEVEL_TIME_LIMIT, HttpReport, measure_http
 from latency_plot import LatencyPoint, plot_latency
+from luma_mcp import __version__
 from luma_mcp.config import Settings
 from luma_mcp.player import VIEW_URI
 from luma_mcp.server import create_server
@@ -926,7 +927,7 @@ def machine() -> dict[str, Any]:
         "platform": platform.platform(),
         "python": platform.python_version(),
         "mcp": version("mcp"),
-        "luma_mcp": version("luma-mcp"),
+        "luma_mcp": __version__,
     }
 
 
