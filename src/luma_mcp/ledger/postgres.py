@@ -1,7 +1,7 @@
 """The ledger in a PostgreSQL database shared by any number of replicas (psycopg 3, pooled).
 
 The only module that imports psycopg, and only when a ledger is opened here: psycopg is an
-optional dependency (`luma-mcp[postgres]`), and the SQLite/stdio path never imports this
+optional dependency (`luma-dream-machine-mcp[postgres]`), and the SQLite/stdio path never imports this
 module. One tenant's reservations take turns on a transaction-scoped advisory lock, so
 duplicate checks and spending limits hold across replicas. The replica that starts first
 creates and migrates the schema, the others wait for it on another advisory lock.
@@ -47,7 +47,7 @@ class PostgresLedger(Ledger):
             from psycopg_pool import ConnectionPool
         except ImportError as exc:
             raise LedgerError(
-                "LUMA_LEDGER_URL names PostgreSQL, but psycopg is not installed: pip install 'luma-mcp[postgres]'."
+                "LUMA_LEDGER_URL names PostgreSQL, but psycopg is not installed: pip install 'luma-dream-machine-mcp[postgres]'."
             ) from exc
         super().__init__(redact_conninfo(url), stale_after=stale_after)  # never the password, in any form
         self._pool = ConnectionPool(
