@@ -47,7 +47,8 @@ class PostgresLedger(Ledger):
             from psycopg_pool import ConnectionPool
         except ImportError as exc:
             raise LedgerError(
-                "LUMA_LEDGER_URL names PostgreSQL, but psycopg is not installed: pip install 'luma-dream-machine-mcp[postgres]'."
+                "LUMA_LEDGER_URL names PostgreSQL, but psycopg is not installed: "
+                "pip install 'luma-dream-machine-mcp[postgres]'."
             ) from exc
         super().__init__(redact_conninfo(url), stale_after=stale_after)  # never the password, in any form
         self._pool = ConnectionPool(
