@@ -540,7 +540,9 @@ async def _discard(message: Any) -> None:
 class ServerThread:
     """Runs an ASGI app with uvicorn on a loopback port in a background thread (a real socket)."""
 
-    def __init__(self, app: Any, host: str = "127.0.0.1", port: int = 0, *, lifespan: bool = False) -> None:
+    def __init__(
+        self, app: Any, host: str = "127.0.0.1", port: int = 0, *, lifespan: bool = False, **uvicorn_options: Any
+    ) -> None:
         # IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY only on sockets that say they are TCP,
         # and without it every kept-alive answer waits ~40 ms for a delayed ACK.
         self._socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
@@ -554,6 +556,7 @@ class ServerThread:
             log_level="warning",
             lifespan="on" if lifespan else "off",  # an app with a lifespan (the MCP server's) needs it run
             timeout_graceful_shutdown=1,
+            **uvicorn_options,  # e.g. TLS files, for tests that need https
         )
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._run, name="luma-server-thread", daemon=True)

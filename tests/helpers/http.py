@@ -122,6 +122,31 @@ def handshake(http: httpx.Client) -> None:
     http.post("/mcp", json={"jsonrpc": "2.0", "method": "notifications/initialized"})
 
 
+class Listener:
+    """A bare TCP port that never answers: after a call, any connection made to it is waiting
+    in its backlog, so "nothing connected" is checked without serving anything."""
+
+    def __init__(self, host: str = "127.0.0.1") -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.bind((host, 0))
+        self.sock.listen(8)
+        self.sock.setblocking(False)
+        self.port = self.sock.getsockname()[1]
+
+    def connections(self) -> int:
+        count = 0
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except BlockingIOError:
+                return count
+            conn.close()
+            count += 1
+
+    def close(self) -> None:
+        self.sock.close()
+
+
 def rss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):

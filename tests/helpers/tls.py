@@ -10,19 +10,17 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
-import socket
 import ssl
-import threading
-import time
 from pathlib import Path
-from typing import Any, Self
+from typing import Any
 
 import pytest
-import uvicorn
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from luma_mcp.simulator import ServerThread
 
 
 def _name(common_name: str) -> x509.Name:
@@ -107,27 +105,11 @@ def trusting(cafile: Path) -> ssl.SSLContext:
     return ssl.create_default_context(cafile=str(cafile))
 
 
-class TlsServer:
+class TlsServer(ServerThread):
     """An ASGI app served over https by uvicorn on a free loopback port, in a background thread."""
 
     def __init__(self, app: Any, certfile: Path, keyfile: Path, host: str = "127.0.0.1") -> None:
-        # IPPROTO_TCP so asyncio sets TCP_NODELAY (see luma_mcp.simulator.ServerThread).
-        self._socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-        self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self._socket.bind((host, 0))
-        self.host, self.port = self._socket.getsockname()[:2]
-        config = uvicorn.Config(
-            app,
-            ssl_certfile=str(certfile),
-            ssl_keyfile=str(keyfile),
-            log_config=None,
-            access_log=False,
-            log_level="warning",
-            lifespan="off",
-            timeout_graceful_shutdown=1,
-        )
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [self._socket]}, daemon=True)
+        super().__init__(app, host, ssl_certfile=str(certfile), ssl_keyfile=str(keyfile))
 
     @property
     def url(self) -> str:
@@ -137,23 +119,3 @@ class TlsServer:
     def origin(self) -> tuple[str, int]:
         """(host, port), as `exempt_origins` takes it."""
         return self.host, self.port
-
-    def start(self) -> Self:
-        self._thread.start()
-        deadline = time.monotonic() + 10
-        while not self._server.started:
-            if not self._thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError("the TLS server thread did not start")
-            time.sleep(0.01)
-        return self
-
-    def stop(self) -> None:
-        self._server.should_exit = True
-        self._thread.join(timeout=5)
-        self._socket.close()
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import socket
 import ssl
 import threading
 import time
@@ -24,6 +23,7 @@ from starlette.routing import Route
 
 from luma_mcp.oauth.client_documents import MAX_CONCURRENT_FETCHES, MAX_DOCUMENT_BYTES, ClientDocuments
 
+from ..helpers.http import Listener
 from ..helpers.tls import TlsServer, trusting
 
 pytestmark = pytest.mark.anyio
@@ -239,27 +239,6 @@ async def test_a_document_sent_slowly_is_given_up_at_the_time_bound(
         await documents.aclose()
     assert "took longer than 1 s" in reasons(caplog)
     assert 0.9 < elapsed < 5, elapsed
-
-
-class Listener:
-    """A bare TCP port: any connection made to it waits in its backlog, to be counted."""
-
-    def __init__(self, host: str = "127.0.0.1") -> None:
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.sock.bind((host, 0))
-        self.sock.listen(8)
-        self.sock.setblocking(False)
-        self.port = self.sock.getsockname()[1]
-
-    def connections(self) -> int:
-        count = 0
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except BlockingIOError:
-                return count
-            conn.close()
-            count += 1
 
 
 @pytest.fixture

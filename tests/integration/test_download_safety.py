@@ -30,6 +30,7 @@ from luma_mcp.urls import UnsafeUrl, check_caller_url, is_public_address, origin
 
 from ..helpers.common import FAST_SCHEDULE, make_settings, text_of
 from ..helpers.downloads import download, files_in, finished_task
+from ..helpers.http import Listener
 
 pytestmark = pytest.mark.anyio
 MB = 1024 * 1024
@@ -52,31 +53,6 @@ class Victim(ServerThread):
 def victim() -> Iterator[Victim]:
     with Victim() as server:
         yield server
-
-
-class Listener:
-    """A bare TCP port that never answers: after the call, any connection made to it is
-    waiting in its backlog, so "nothing connected" is checked without serving anything."""
-
-    def __init__(self, host: str) -> None:
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.sock.bind((host, 0))
-        self.sock.listen(8)
-        self.sock.setblocking(False)
-        self.port = self.sock.getsockname()[1]
-
-    def connections(self) -> int:
-        count = 0
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except BlockingIOError:
-                return count
-            conn.close()
-            count += 1
-
-    def close(self) -> None:
-        self.sock.close()
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ import re
 
 import pytest
 from mcp.server.auth.provider import AuthorizationParams, AuthorizeError, RegistrationError
-from mcp.shared.auth import OAuthClientInformationFull
+from mcp.shared.auth import OAuthClientInformationFull, OAuthToken
 from pydantic import AnyUrl
 
 from luma_mcp.ledger import Ledger
@@ -52,6 +52,14 @@ async def signed_in(server: LumaAuthServer, subject: str = "subject-1", client_i
     )
 
 
+async def exchanged(server: LumaAuthServer) -> tuple[OAuthClientInformationFull, OAuthToken]:
+    """A registered client, signed in and its code exchanged: its client and tokens."""
+    client = await registered(server)
+    code = await server.load_authorization_code(client, await signed_in(server))
+    assert code is not None
+    return client, await server.exchange_authorization_code(client, code)
+
+
 async def test_a_code_is_exchanged_once_even_by_two_requests_at_the_same_moment(ledger: Ledger, store: str) -> None:
     server = auth_server(ledger)
     client = await registered(server)
@@ -77,10 +85,7 @@ async def test_a_code_is_exchanged_once_even_by_two_requests_at_the_same_moment(
 
 async def test_a_lost_server_key_means_signing_in_again(ledger: Ledger, store: str) -> None:
     before = auth_server(ledger)
-    client = await registered(before)
-    code = await before.load_authorization_code(client, await signed_in(before))
-    assert code is not None
-    tokens = await before.exchange_authorization_code(client, code)
+    client, tokens = await exchanged(before)
     after = auth_server(ledger, key=NEW_KEY)  # the key was replaced
     assert await after.load_access_token(tokens.access_token) is None
     assert await after.load_refresh_token(client, tokens.refresh_token or "") is None  # no refresh either
@@ -109,10 +114,7 @@ async def test_a_client_secret_is_kept_sealed_and_survives_key_rotation(ledger: 
 
 async def test_refreshing_keeps_one_spent_refresh_token_per_sign_in(ledger: Ledger, store: str) -> None:
     server = auth_server(ledger)
-    client = await registered(server)
-    code = await server.load_authorization_code(client, await signed_in(server))
-    assert code is not None
-    tokens = await server.exchange_authorization_code(client, code)
+    client, tokens = await exchanged(server)
     for _ in range(20):
         refresh = await server.load_refresh_token(client, tokens.refresh_token or "")
         assert refresh is not None
