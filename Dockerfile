@@ -21,7 +21,8 @@ LABEL org.opencontainers.image.licenses="MIT"
 RUN useradd --system --uid 10001 --home-dir /data --create-home luma
 RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
     python -m pip install --no-cache-dir --no-index --find-links /wheels "luma-dream-machine-mcp[postgres]"
-USER luma
+# Numeric, so that Kubernetes' runAsNonRoot can tell it is not root.
+USER 10001
 WORKDIR /data
 # The SQLite ledger and downloads when no LUMA_LEDGER_URL is set: mount a volume here to keep them.
 ENV LUMA_LEDGER_PATH=/data/ledger.sqlite3 \

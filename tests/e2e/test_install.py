@@ -243,7 +243,13 @@ def compose_environment(ledger_url: str, public_url: str) -> dict[str, str]:
     text = (ROOT / "compose.yaml").read_text()
     block = text.split("    environment:\n", 1)[1].split("\n    ulimits:", 1)[0]
     values = dict(re.findall(r"^      ([A-Z_]+): (.+)$", block, flags=re.MULTILINE))
-    dotenv = {"ACEDATACLOUD_API_TOKEN": CANARY_TOKEN, "LUMA_MCP_API_KEYS": KEY, "POSTGRES_PASSWORD": "unused"}
+    dotenv = {
+        "ACEDATACLOUD_API_TOKEN": CANARY_TOKEN,
+        "LUMA_MCP_API_KEYS": KEY,
+        "POSTGRES_PASSWORD": "unused",
+        "LUMA_MCP_PUBLIC_URL": "https://mcp.example.test",
+        "LUMA_MCP_ALLOWED_HOSTS": "mcp.example.test",
+    }
 
     def substitute(value: str) -> str:
         value = re.sub(r"\$\{(\w+):\?[^}]*\}", lambda m: dotenv[m[1]], value.strip('"'))
@@ -413,7 +419,7 @@ def test_a_host_starts_nothing_until_it_has_the_token(bundle: Bundle) -> None:
 async def test_the_unpacked_bundle_runs_as_its_manifest_says(bundle: Bundle, sim_server: SimulatorServer) -> None:
     config = bundle.host_config({"api_token": CANARY_TOKEN})
     assert config["env"] == {
-        "ACEDATACLOUD_API_TOKEN": CANARY_TOKEN, "LUMA_WAIT_SECONDS": "45", "LUMA_MAX_WAIT_SECONDS": "50"
+        "ACEDATACLOUD_API_TOKEN": CANARY_TOKEN, "LUMA_WAIT_SECONDS": "45", "LUMA_MAX_WAIT_SECONDS": "45"
     }  # fmt: skip
     assert str(bundle.unpacked) in config["args"]
     command = shutil.which(config["command"], path=f"{DEV_BIN}{os.pathsep}{os.environ.get('PATH', '')}")
