@@ -88,6 +88,34 @@ class TokenBucket:
         return 0.0 if self.tokens >= 1 else (1 - self.tokens) / self.rate
 
 
+class KeyedBuckets:
+    """A `TokenBucket` per key (an address, a client), `per_minute` events a minute each,
+    bursts up to `burst`; beyond `MAX_TRACKED_ADDRESSES` keys the least recently used is
+    forgotten, which only refills its bucket. Used here and by the sign-in (`oauth`)."""
+
+    def __init__(self, per_minute: float, burst: float) -> None:
+        self.rate, self.burst = per_minute / 60, burst
+        self._buckets: OrderedDict[str, TokenBucket] = OrderedDict()
+
+    def wait(self, key: str) -> float:
+        """Seconds before `key` may act again (0: now)."""
+        bucket = self._buckets.get(key)
+        if bucket is None:
+            return 0.0
+        bucket.refill(time.monotonic())
+        return bucket.wait()
+
+    def spend(self, key: str) -> None:
+        bucket = self._buckets.get(key)
+        if bucket is None:
+            bucket = self._buckets[key] = TokenBucket(self.rate, self.burst)
+            while len(self._buckets) > MAX_TRACKED_ADDRESSES:
+                self._buckets.popitem(last=False)
+        self._buckets.move_to_end(key)
+        bucket.refill(time.monotonic())
+        bucket.tokens -= 1
+
+
 class CheckBudget:
     """How many unknown tokens may be checked upstream: per client address and overall."""
 
@@ -96,8 +124,7 @@ class CheckBudget:
         rate = min(per_second, SUSPECT_CHECKS_PER_SECOND)
         self._suspect = TokenBucket(rate, max(1.0, rate * BURST_SECONDS))
         self._suspects: TtlCache[str, bool] = TtlCache(MAX_TRACKED_ADDRESSES, SUSPECT_SECONDS)
-        self._per_address_rate = per_address_per_second
-        self._addresses: OrderedDict[str, TokenBucket] = OrderedDict()
+        self._addresses = KeyedBuckets(per_address_per_second * 60, max(1.0, per_address_per_second * BURST_SECONDS))
 
     def suspect(self, network: str) -> None:
         """`network` sent a refused token: its checks now come from the suspects' budget."""
@@ -107,20 +134,11 @@ class CheckBudget:
         """Spend one check for `address` (in `network`) and return 0, or return the seconds to
         wait (nothing spent)."""
         now = time.monotonic()
-        bucket = self._addresses.get(address)
-        if bucket is None:
-            rate = self._per_address_rate
-            bucket = self._addresses[address] = TokenBucket(rate, max(1.0, rate * BURST_SECONDS))
-            # Forgetting the least recent address only refills its bucket; the overall one still binds.
-            while len(self._addresses) > MAX_TRACKED_ADDRESSES:
-                self._addresses.popitem(last=False)
-        self._addresses.move_to_end(address)
         shared = self._suspect if self._suspects.get(network, now) else self._overall
-        bucket.refill(now)
         shared.refill(now)
-        wait = max(bucket.wait(), shared.wait())
+        wait = max(self._addresses.wait(address), shared.wait())
         if wait == 0:
-            bucket.tokens -= 1
+            self._addresses.spend(address)
             shared.tokens -= 1
         return wait
 

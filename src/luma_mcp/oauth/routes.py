@@ -29,11 +29,10 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from luma_mcp.config import Settings
 from luma_mcp.ledger import Ledger
 from luma_mcp.oauth.grants import GrantStore, is_access_token
-from luma_mcp.oauth.limits import KeyedBuckets
 from luma_mcp.oauth.provider import SCOPE, SIGNIN_PATH, LumaAuthServer
 from luma_mcp.oauth.sealing import Sealer
 from luma_mcp.oauth.signin import SignIn
-from luma_mcp.token_checks import TokenChecker, client_key, token_digest
+from luma_mcp.token_checks import KeyedBuckets, TokenChecker, client_key, token_digest
 
 if TYPE_CHECKING:
     from luma_mcp.oauth.client_documents import ClientDocuments

@@ -9,7 +9,7 @@ kept sealed) or an access key from the operator (keys). What it guarantees:
 - CSRF: a random value in a SameSite=Strict, HttpOnly cookie must match the form's copy.
 - What the person typed is never echoed back, logged or put in a URL; a wrong entry is
   answered on the page. Failed attempts are limited per address, and per client and network
-  (`limits`);
+  (`token_checks.KeyedBuckets`);
   a success needs a real token or key, and each check of a new token is itself rate-bounded
   (`token_checks`).
 - The page cannot be framed, loads nothing, and may post only here and redirect only to the
@@ -37,9 +37,8 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from luma_mcp.bearer import acceptable_bearer
 from luma_mcp.caller import OPERATOR, tenant_of
 from luma_mcp.errors import LedgerUnavailable
-from luma_mcp.oauth.limits import KeyedBuckets
 from luma_mcp.oauth.provider import LumaAuthServer, redirect_origin
-from luma_mcp.token_checks import TokenChecker, Unsure, client_key, network_key
+from luma_mcp.token_checks import KeyedBuckets, TokenChecker, Unsure, client_key, network_key
 
 log = logging.getLogger(__name__)
 
