@@ -8,6 +8,8 @@
 - `queries`: every statement, written once; `records`: what a row stores (`StoredResult`)
   and the entry type (`LedgerEntry`);
 - `memory`: what the process holds when the store fails;
+- `finishes`: waits woken when a task is recorded finished (and, on PostgreSQL, by NOTIFY
+  from any replica);
 - `sqlite` and `postgres`: the two backends (`postgres` is imported only when
   `LUMA_LEDGER_URL` is set, and is the only module that imports psycopg).
 """

@@ -9,6 +9,7 @@ creates and migrates the schema, the others wait for it on another advisory lock
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -16,7 +17,7 @@ from typing import Any, TypeVar
 import anyio
 
 from luma_mcp.errors import LedgerError, LedgerUnavailable
-from luma_mcp.ledger.queries import GRANT_TEMPLATES, SCHEMA_VERSION, TEMPLATES, Dialect
+from luma_mcp.ledger.queries import CALLBACK_TEMPLATES, GRANT_TEMPLATES, SCHEMA_VERSION, TEMPLATES, Dialect
 from luma_mcp.ledger.rules import DEFAULT_SENDING_EXPIRY, Ledger
 from luma_mcp.ledger.tenant import Scoped, Sql
 from luma_mcp.redact import redact_conninfo
@@ -29,8 +30,13 @@ DIALECT = Dialect(
     serial="BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY",
     float="DOUBLE PRECISION",
 )
-SQL, GRANT_SQL, MIGRATIONS = DIALECT.render(TEMPLATES), DIALECT.render(GRANT_TEMPLATES), DIALECT.migrations()
+SQL, GRANT_SQL = DIALECT.render(TEMPLATES), DIALECT.render(GRANT_TEMPLATES)
+CALLBACK_SQL = DIALECT.render(CALLBACK_TEMPLATES)
+MIGRATIONS = DIALECT.migrations()
 _TENANT_TURN = "SELECT pg_advisory_xact_lock(hashtext(%(tenant)s))"
+# Every replica LISTENs here (`listen`); a payload is the id of a task recorded finished.
+FINISHED_CHANNEL = "luma_mcp_finished"
+_NOTIFY_FINISHED = "SELECT pg_notify(%(channel)s, value) FROM json_array_elements_text(%(task_ids)s::json)"
 _MIGRATION_TURN = "SELECT pg_advisory_xact_lock(7362001)"
 
 
@@ -40,6 +46,7 @@ class PostgresLedger(Ledger):
     setting = "LUMA_LEDGER_URL"
     sql = SQL
     grant_sql = GRANT_SQL
+    callback_sql = CALLBACK_SQL
 
     def __init__(self, url: str, *, max_connections: int = 10, stale_after: float = DEFAULT_SENDING_EXPIRY) -> None:
         try:
@@ -94,6 +101,10 @@ class PostgresLedger(Ledger):
         # Duplicate checks and spending limits read, then insert: one tenant's reservations
         # take turns across every replica (released at commit).
         db.run(_TENANT_TURN)
+
+    def _announce(self, db: Sql, task_ids: list[str]) -> None:
+        # Delivered at commit, and only if it commits: no replica wakes for a write that failed.
+        db.execute(_NOTIFY_FINISHED, {"channel": FINISHED_CHANNEL, "task_ids": json.dumps(task_ids)})
 
     async def _transaction(self, work: Callable[[Sql], T], *, write: bool) -> T:
         def run() -> T:

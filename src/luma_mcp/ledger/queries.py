@@ -14,7 +14,8 @@ schema table) stays in that backend's module.
 No rule lives in these strings: statuses, states and the stale-`sending` cut-off are
 parameters whose values `rules` passes. And every statement on `tasks` compares
 `tenant = {tenant}`, writes by row id included; `tenant.Scoped` supplies that parameter
-(tests/integration/test_ledger_tenants.py checks each statement has the clause).
+(tests/integration/test_ledger_tenants.py checks each statement has the clause). The one
+exception, kept apart in `CallbackStatements`: finding a row by its callback secret's hash.
 """
 
 from __future__ import annotations
@@ -81,6 +82,13 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX oauth_tokens_by_grant ON oauth_tokens (grant_id);
     CREATE INDEX oauth_tokens_by_expiry ON oauth_tokens (expires_at);
     """,
+    # 3: long jobs (issue 13): the hash of the secret in our callback URL, when the submit
+    # carried one, and when the MCP Tasks extension stopped following the task (tasks/cancel).
+    """
+    ALTER TABLE tasks ADD COLUMN callback_hash TEXT;
+    ALTER TABLE tasks ADD COLUMN unfollowed_at {float};
+    CREATE UNIQUE INDEX tasks_by_callback ON tasks (callback_hash) WHERE callback_hash IS NOT NULL;
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -106,8 +114,10 @@ class Statements(NamedTuple):
         "ORDER BY created_at ASC"
     )
     insert: str = (
-        "INSERT INTO tasks (tenant, action, params, fingerprint, idempotency_key, state, created_at, updated_at) "
-        "VALUES ({tenant}, {action}, {params}, {fingerprint}, {key}, {sending}, {now}, {now}) RETURNING *"
+        "INSERT INTO tasks (tenant, action, params, fingerprint, idempotency_key, state, callback_hash, "
+        "created_at, updated_at) "
+        "VALUES ({tenant}, {action}, {params}, {fingerprint}, {key}, {sending}, {callback_hash}, {now}, {now}) "
+        "RETURNING *"
     )
     accept: str = (
         "UPDATE tasks SET task_id = {task_id}, state = {accepted}, status = {status}, result = {result}, "
@@ -128,6 +138,10 @@ class Statements(NamedTuple):
         "UPDATE tasks SET status = {status}, result = {result}, updated_at = {now} "
         "WHERE tenant = {tenant} AND task_id = {task_id} "
         "AND (status IS NULL OR status NOT IN (SELECT value FROM {finished:rows}))"
+    )
+    unfollow: str = (
+        "UPDATE tasks SET unfollowed_at = {now} WHERE tenant = {tenant} AND task_id = {task_id} "
+        "AND unfollowed_at IS NULL"
     )
     entry: str = "SELECT * FROM tasks WHERE row_id = {row_id} AND tenant = {tenant}"
     find: str = "SELECT * FROM tasks WHERE tenant = {tenant} AND task_id IN (SELECT value FROM {task_ids:rows})"
@@ -209,7 +223,25 @@ class GrantStatements(NamedTuple):
 
 
 GRANT_TEMPLATES = GrantStatements()
-StatementsT = TypeVar("StatementsT", Statements, GrantStatements)
+
+
+class CallbackStatements(NamedTuple):
+    """The callback receiver's statements (`callbacks`): the one read of `tasks` by something
+    other than a tenant, since a callback names no tenant. It finds a row by the hash of the
+    secret only our URL held; everything after runs as that row's tenant (`for_tenant`)."""
+
+    by_callback: str = "SELECT * FROM tasks WHERE callback_hash = {callback_hash}"
+    # A finished task's secret stays usable a while (the provider may deliver again), then
+    # goes: so does a task's that never finished in a week.
+    prune_callbacks: str = (
+        "UPDATE tasks SET callback_hash = NULL WHERE callback_hash IS NOT NULL "
+        "AND ((status IN (SELECT value FROM {finished:rows}) AND updated_at < {finished_before}) "
+        "OR created_at < {created_before})"
+    )
+
+
+CALLBACK_TEMPLATES = CallbackStatements()
+StatementsT = TypeVar("StatementsT", Statements, GrantStatements, CallbackStatements)
 
 
 @dataclass(frozen=True)

@@ -39,6 +39,8 @@ class LedgerEntry:
     idempotency_key: str | None
     created_at: float
     updated_at: float
+    callback_expected: bool = False  # the submit carried our callback URL (its secret's hash is kept)
+    unfollowed_at: float | None = None  # when tasks/cancel stopped following it
 
     @property
     def finished(self) -> bool:
@@ -135,6 +137,8 @@ def read_row(row: Any, unreadable: Callable[[int, Exception], None]) -> LedgerEn
     result = readable(lambda: load_result(row["result"]) if row["result"] else None, None)
     created_at = readable(lambda: moment(row["created_at"]), 0.0)
     updated_at = readable(lambda: moment(row["updated_at"]), created_at)
+    unfollowed = row["unfollowed_at"]
+    unfollowed_at = None if unfollowed is None else readable(lambda: moment(unfollowed), updated_at)
     if problems:
         unreadable(row_id, problems[0])
     return LedgerEntry(
@@ -149,6 +153,8 @@ def read_row(row: Any, unreadable: Callable[[int, Exception], None]) -> LedgerEn
         idempotency_key=row["idempotency_key"],
         created_at=created_at,
         updated_at=updated_at,
+        callback_expected=row["callback_hash"] is not None,
+        unfollowed_at=unfollowed_at,
     )
 
 

@@ -36,7 +36,7 @@ from luma_mcp.errors import LedgerError, SpendingLimitError
 from luma_mcp.ledger import records
 from luma_mcp.ledger.records import LedgerEntry
 from luma_mcp.ledger.store import Store
-from luma_mcp.ledger.tenant import Scoped, TenantLedger
+from luma_mcp.ledger.tenant import Scoped, Sql, TenantLedger
 from luma_mcp.models import SubmitState, TaskStatus
 from luma_mcp.results import TaskResult
 
@@ -120,8 +120,10 @@ class Ledger(Store):
         dedupe_window: float = 0.0,
         new_take: bool = False,
         limits: SpendingLimits | None = None,
+        callback_hash: str | None = None,
     ) -> Reservation:
-        """Write the intent to submit, or return the earlier submit that answers it."""
+        """Write the intent to submit, or return the earlier submit that answers it (whose
+        callback, if any, stays the one it was sent with: `callback_hash` is then unused)."""
         digest = fingerprint(action, params)
         sql = self.sql
 
@@ -160,6 +162,7 @@ class Ledger(Store):
                 fingerprint=digest,
                 key=idempotency_key,
                 sending=SubmitState.SENDING,
+                callback_hash=callback_hash,
                 now=now,
             )
             return Reservation(self._entry(row), reused=False)
@@ -235,8 +238,10 @@ class Ledger(Store):
     # --- results ---------------------------------------------------------------------------
 
     async def _record(self, tenant: str, results: Iterable[TaskResult]) -> None:
-        """Store the latest known result of tasks this tenant submitted (others are ignored)."""
+        """Store the latest known result of tasks this tenant submitted (others are ignored),
+        and announce the finished ones: waits on them, here and in other processes, wake."""
         now = time.time()
+        results = list(results)
         rows = [
             {
                 "status": r.status,
@@ -247,8 +252,27 @@ class Ledger(Store):
             }
             for r in results
         ]
-        if rows:
-            await self._run(tenant, lambda db: db.run_many(self.sql.record, rows), write=True)
+        finished = [r.task_id for r in results if r.status.finished]
+        if not rows:
+            return
+
+        def work(db: Scoped) -> None:
+            db.run_many(self.sql.record, rows)
+            if finished:
+                self._announce(db.db, finished)
+
+        await self._run(tenant, work, write=True)
+        self.finishes.wake(finished)
+
+    async def _unfollow(self, tenant: str, task_id: str) -> LedgerEntry | None:
+        """Mark the task as no longer followed (MCP Tasks' cancel); the first time counts."""
+
+        def work(db: Scoped) -> LedgerEntry | None:
+            db.run(self.sql.unfollow, now=time.time(), task_id=task_id)
+            rows = db.all(self.sql.find, task_ids=json.dumps([task_id]))
+            return self._entry(rows[0]) if rows else None
+
+        return await self._run(tenant, work, write=True)
 
     async def _entry_by_id(self, tenant: str, row_id: int) -> LedgerEntry | None:
         def work(db: Scoped) -> LedgerEntry | None:
@@ -302,6 +326,25 @@ class Ledger(Store):
             return entries, records.encode_cursor(entries[-1].created_at, entries[-1].row_id) if more else None
 
         return await self._run(tenant, work)
+
+    # --- callbacks (no tenant: a callback names none) ------------------------------------------
+
+    async def by_callback(self, callback_hash: str) -> LedgerEntry | None:
+        """The row whose submit carried the callback secret with this hash, whoever's it is
+        (`entry.tenant`); everything after runs through `for_tenant(entry.tenant)`."""
+
+        def work(db: Sql) -> LedgerEntry | None:
+            row = db.execute(self.callback_sql.by_callback, {"callback_hash": callback_hash}).fetchone()
+            return None if row is None else self._entry(row)
+
+        return await self.transact(work)
+
+    async def prune_callbacks(self, finished_for: float = 86400.0, running_for: float = 7 * 86400.0) -> None:
+        """Forget the callback secrets of tasks finished `finished_for` seconds ago (repeated
+        deliveries come within minutes), or started `running_for` ago: they then read as unknown."""
+        now = time.time()
+        params = {"finished": _FINISHED, "finished_before": now - finished_for, "created_before": now - running_for}
+        await self.transact(lambda db: db.execute(self.callback_sql.prune_callbacks, params), write=True)
 
 
 def _iso(timestamp: float) -> str:

@@ -20,14 +20,16 @@ import anyio
 from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_random
 
 from luma_mcp.errors import LedgerUnavailable
-from luma_mcp.ledger.queries import GRANT_TEMPLATES, TEMPLATES, Dialect
+from luma_mcp.ledger.queries import CALLBACK_TEMPLATES, GRANT_TEMPLATES, TEMPLATES, Dialect
 from luma_mcp.ledger.rules import DEFAULT_SENDING_EXPIRY, Ledger
 from luma_mcp.ledger.tenant import Sql
 
 T = TypeVar("T")
 
 DIALECT = Dialect(parameter=":{}", rows="json_each({})", serial="INTEGER PRIMARY KEY AUTOINCREMENT", float="REAL")
-SQL, GRANT_SQL, MIGRATIONS = DIALECT.render(TEMPLATES), DIALECT.render(GRANT_TEMPLATES), DIALECT.migrations()
+SQL, GRANT_SQL = DIALECT.render(TEMPLATES), DIALECT.render(GRANT_TEMPLATES)
+CALLBACK_SQL = DIALECT.render(CALLBACK_TEMPLATES)
+MIGRATIONS = DIALECT.migrations()
 
 
 class SQLiteLedger(Ledger):
@@ -36,6 +38,7 @@ class SQLiteLedger(Ledger):
     setting = "LUMA_LEDGER_PATH"
     sql = SQL
     grant_sql = GRANT_SQL
+    callback_sql = CALLBACK_SQL
 
     def __init__(self, path: Path, *, stale_after: float = DEFAULT_SENDING_EXPIRY) -> None:
         super().__init__(str(path), stale_after=stale_after)

@@ -19,8 +19,9 @@ import anyio
 
 from luma_mcp.errors import LedgerError, LedgerUnavailable
 from luma_mcp.ledger import records
+from luma_mcp.ledger.finishes import Finishes
 from luma_mcp.ledger.memory import ProcessMemory
-from luma_mcp.ledger.queries import SCHEMA_VERSION, GrantStatements, Statements
+from luma_mcp.ledger.queries import SCHEMA_VERSION, CallbackStatements, GrantStatements, Statements
 from luma_mcp.ledger.tenant import Scoped, Sql
 from luma_mcp.models import SubmitState
 from luma_mcp.results import TaskResult
@@ -35,11 +36,13 @@ class Store:
     setting: ClassVar[str]  # the setting that names the store, for messages that say what to change
     sql: ClassVar[Statements]  # the backend's rendering of `queries`
     grant_sql: ClassVar[GrantStatements]  # and of its OAuth statements (`oauth.grants`)
+    callback_sql: ClassVar[CallbackStatements]  # and of the callback receiver's (`callbacks`)
 
     def __init__(self, where: str, *, stale_after: float) -> None:
         self.where = where  # for messages: the file or database this ledger lives in
         self.stale_after = stale_after  # a `sending` row older than this reads as `lost`
         self._memory = ProcessMemory(where)
+        self.finishes = Finishes()  # this process's waits, woken when a task is recorded finished
 
     def close(self) -> None:
         pass
@@ -55,6 +58,10 @@ class Store:
     def _unusable(self, exc: Exception) -> LedgerUnavailable | None:
         """The store's own failure as one sentence that names the setting; None: not a store failure."""
         return None
+
+    def _announce(self, db: Sql, task_ids: list[str]) -> None:
+        """Tell other processes, in the transaction that records it, that these tasks finished
+        (PostgreSQL's NOTIFY); this process's own waits are woken after it commits."""
 
     def _check_version(self, version: int) -> None:
         if version > SCHEMA_VERSION:

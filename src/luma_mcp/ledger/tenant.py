@@ -12,9 +12,12 @@ guessed or leaked, reads nothing and changes nothing.
 from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
+    import anyio
+
     from luma_mcp.ledger.records import LedgerEntry
     from luma_mcp.ledger.rules import Ledger, Reservation, SpendingLimits
     from luma_mcp.results import TaskResult
@@ -69,6 +72,7 @@ class TenantLedger:
         dedupe_window: float = 0.0,
         new_take: bool = False,
         limits: SpendingLimits | None = None,
+        callback_hash: str | None = None,
     ) -> Reservation:
         return await self._ledger._reserve(
             self.tenant,
@@ -78,6 +82,7 @@ class TenantLedger:
             dedupe_window=dedupe_window,
             new_take=new_take,
             limits=limits,
+            callback_hash=callback_hash,
         )
 
     async def accept(self, row_id: int, task_id: str, result: TaskResult) -> None:
@@ -97,6 +102,15 @@ class TenantLedger:
 
     async def record(self, results: Iterable[TaskResult]) -> None:
         await self._ledger._record(self.tenant, results)
+
+    async def unfollow(self, task_id: str) -> LedgerEntry | None:
+        return await self._ledger._unfollow(self.tenant, task_id)
+
+    def watch(self, task_ids: Collection[str]) -> AbstractContextManager[anyio.Event]:
+        """An event set when any of these tasks is recorded finished (see `finishes`); task
+        ids are the provider's, so a wake for another tenant's task of the same id cannot
+        happen, and would only make the wait look again."""
+        return self._ledger.finishes.watch(task_ids)
 
     async def entry(self, row_id: int) -> LedgerEntry | None:
         return await self._ledger._entry_by_id(self.tenant, row_id)
