@@ -17,7 +17,7 @@ from luma_mcp.config import AspectRatio
 
 
 class _Request(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, defer_build=True)
 
     def to_body(self) -> dict[str, Any]:
         """The JSON body: aliases applied, no null or unset fields."""
@@ -70,7 +70,7 @@ class RetrieveBatchRequest(_Request):
 
 
 class _Response(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", defer_build=True)
 
 
 class ErrorDetail(_Response):
