@@ -42,8 +42,6 @@ if TYPE_CHECKING:
     from mcp.server.context import ServerRequestContext
     from mcp.types import Resource, Tool
 
-    from luma_mcp.waiting import PollSchedule
-
 VIEW_URI = "ui://luma-mcp/player.html"
 # What the three video tools carry so an Apps host renders their results in the view.
 VIEW_META: dict[str, Any] = {"ui": {"resourceUri": VIEW_URI}}
@@ -113,7 +111,7 @@ def add_player(settings: Settings) -> Apps:
         view = TaskStatusView(
             tasks=tasks,
             not_found=[i for i in ids if i not in results],
-            next_check_seconds=next_check(service.schedule, min(running)) if running else None,
+            next_check_seconds=service.schedule.next_check(min(running)) if running else None,
         )
         return tool_result(list_text(TaskList(tasks=view.tasks, not_found=view.not_found)), view)
 
@@ -131,12 +129,6 @@ def add_player(settings: Settings) -> Apps:
         )
     )
     return apps
-
-
-def next_check(schedule: PollSchedule, age: float) -> float:
-    """Seconds until the view should ask again about a task running for `age` seconds (the
-    schedule never yields less than its `min_interval`, the upstream politeness floor)."""
-    return round(next(schedule.delays(age)), 1)
 
 
 def visible_tools(tools: list[Tool], ctx: ServerRequestContext[Any, Any]) -> list[Tool]:

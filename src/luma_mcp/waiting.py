@@ -59,6 +59,11 @@ class PollSchedule:
             yield max(delay, self.min_interval)
             delay = min(delay * self.factor, self.maximum)
 
+    def next_check(self, age: float) -> float:
+        """Seconds until someone following a task running for `age` seconds should ask again
+        (never less than `min_interval`, the upstream politeness floor)."""
+        return round(next(self.delays(age)), 1)
+
 
 class RecentReads:
     """The last read of each task, shared by every call of one server process.
