@@ -2,10 +2,13 @@
 
 Every tool and resource goes through here, so each of these rules has one place:
 - the caller: `video_service(ctx)` builds the service for the current request's `Caller`
-  (a plain call: the SDK's `Resolve(...)` parameters measured 0.24 ms a call, 6% of get_task);
+  (a plain call: the SDK's `Resolve(...)` parameters measured 0.24 ms a call, 6% of get_task),
+  `caller_service(state)` the same for handlers that have no tool `Context` (the Tasks methods);
 - failures: `answer` turns any `LumaMcpError` into the `ToolError` whose text the model acts on;
 - progress: `reporter` sends a call's progress notifications;
-- results: `tool_result` pairs a task's text with its structured result and media links.
+- results: `tool_result` pairs a task's text with its structured result and media links, and
+  `video_result` is what generate_video and extend_video answer for a task, wherever it is
+  asked (the tools themselves, and the Tasks extension's final result).
 """
 
 from collections.abc import Awaitable, Sequence
@@ -19,7 +22,7 @@ from pydantic import BaseModel
 from luma_mcp.caller import current_caller
 from luma_mcp.errors import LumaMcpError
 from luma_mcp.models import TaskStatus
-from luma_mcp.results import TaskResult
+from luma_mcp.results import TaskResult, task_text, with_next_call
 from luma_mcp.service import VideoService
 from luma_mcp.state import AppState
 from luma_mcp.waiting import Report
@@ -30,11 +33,16 @@ T = TypeVar("T")
 def video_service(ctx: Context[AppState]) -> VideoService:
     """The service for the caller of the current request; a caller that cannot be served
     (no token anywhere) gets the ToolError that says what to set."""
-    state = ctx.request_context.lifespan_context
     try:
-        return VideoService(state, current_caller(state))
+        return caller_service(ctx.request_context.lifespan_context)
     except LumaMcpError as exc:
         raise ToolError(str(exc)) from None
+
+
+def caller_service(state: AppState) -> VideoService:
+    """The service for the caller of the request being handled (a `LumaMcpError` saying what
+    to set when they cannot be served)."""
+    return VideoService(state, current_caller(state))
 
 
 async def answer(awaitable: Awaitable[T]) -> T:
@@ -68,3 +76,10 @@ def tool_result(text: str, structured: BaseModel, tasks: Sequence[TaskResult] = 
             if url
         ]
     return CallToolResult(content=content, structured_content=structured.model_dump(mode="json", exclude_none=True))
+
+
+def video_result(result: TaskResult, next_wait: int) -> CallToolResult:
+    """What generate_video and extend_video answer about their task: its text, structured
+    result and links, and while it is unfinished the get_task call (waiting `next_wait`) to make."""
+    result = with_next_call(result.model_copy(), next_wait)
+    return tool_result(task_text(result), result, [result])

@@ -3,7 +3,8 @@
 - `state`: what the process shares (settings, API client, ledger), opened by the lifespan;
 - `boundary`: whose service a call gets (`caller`), how failures and results read;
 - `tools`, `resources`, `prompts`: what the model sees, each registered here in one line;
-- `player`: the video player view for hosts with MCP Apps, and the app-only tool it polls.
+- `player`: the video player view for hosts with MCP Apps, and the app-only tool it polls;
+- `task_extension`: task handles for the video tools, for clients that declare MCP Tasks.
 """
 
 import inspect
@@ -28,6 +29,7 @@ from luma_mcp.prompts import add_prompts
 from luma_mcp.resources import add_resources
 from luma_mcp.schema import compact_schema
 from luma_mcp.state import AppState, open_state
+from luma_mcp.task_extension import TasksExtension
 from luma_mcp.tools import add_tools
 from luma_mcp.waiting import PollSchedule
 
@@ -75,7 +77,7 @@ def create_server(
         token_verifier=token_verifier,
         auth=auth,
         icons=[SERVER_ICON],
-        extensions=[add_player(settings)],
+        extensions=[add_player(settings), TasksExtension()],
     )
     add_tools(mcp, settings)
     add_resources(mcp)

@@ -16,7 +16,7 @@ from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import CallToolResult, ToolAnnotations
 from pydantic import Field
 
-from luma_mcp.boundary import answer, reporter, tool_result, video_service
+from luma_mcp.boundary import answer, reporter, tool_result, video_result, video_service
 from luma_mcp.client import MAX_BATCH
 from luma_mcp.config import AspectRatio, Settings
 from luma_mcp.download import human_size
@@ -31,10 +31,9 @@ from luma_mcp.results import (
     get_task_call,
     list_text,
     page_text,
-    task_text,
-    with_next_call,
 )
 from luma_mcp.state import AppState
+from luma_mcp.task_extension import TASK_MODE
 from luma_mcp.urls import UnsafeUrl, check_caller_url, origin
 
 _OPEN_WORLD_WRITE = ToolAnnotations(
@@ -161,22 +160,23 @@ def add_tools(mcp: MCPServer[AppState], settings: Settings) -> None:
         new_take: bool,
     ) -> CallToolResult:
         service = video_service(ctx)
-        report = reporter(ctx, wait_seconds)
+        # A Tasks-extension call answers with a task handle: submit, and leave the following to tasks/get.
+        wait = 0 if TASK_MODE.get() else wait_seconds
+        report = reporter(ctx, wait)
         result = await answer(
             service.submit(request, idempotency_key=idempotency_key, new_take=new_take, report=report)
         )
-        if wait_seconds > 0 and not result.status.finished:
+        if wait > 0 and not result.status.finished:
             task_id = result.task_id
             try:
-                waited = await service.wait({task_id: result}, wait_seconds, report, age=result.elapsed_seconds or 0)
+                waited = await service.wait({task_id: result}, wait, report, age=result.elapsed_seconds or 0)
             except (LumaError, LedgerError) as exc:
                 raise ToolError(
                     f"Task {task_id} was submitted, but checking on it failed: {exc} "
                     f'Do not submit again; call get_task(task_id="{task_id}") later.'
                 ) from None
             result = waited[task_id].model_copy(update={"note": result.note})
-        result = with_next_call(result, max(wait_seconds, default_wait))
-        return tool_result(task_text(result), result, [result])
+        return video_result(result, max(wait_seconds, default_wait))
 
     mcp.add_tool(list_tasks, title="List recent videos", annotations=_OPEN_WORLD_READ, icons=TOOL_ICONS["list_tasks"])
     mcp.add_tool(

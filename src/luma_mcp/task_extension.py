@@ -1,0 +1,198 @@
+"""The MCP Tasks extension (`io.modelcontextprotocol/tasks`, spec revision 2026-07-28) for
+generate_video and extend_video: a task handle at once, then `tasks/get` until the video is done.
+
+What this module guarantees:
+- only a client that declared the extension on *this* request (modern protocol) gets a task
+  handle; every other client gets exactly the results it got before, and its tasks/get,
+  tasks/update and tasks/cancel answer -32021 (tasks/result and tasks/list are not bound: -32601);
+- a handle is answered only once the ledger row, the submit and its acceptance are written (the
+  tool runs as always, with its wait skipped), so tasks/get resolves it at once, on any process
+  sharing the ledger; validation errors and refusals stay plain `isError` results, and a reused
+  task that is already finished is answered plainly, as the tool would;
+- the task id is our task id, and every lookup goes through the caller's tenant: another tenant's
+  id reads as unknown (-32602), like a made-up one;
+- one status mapping, `task_view`: the status comes from the same reads as get_task
+  (`VideoService.fetch`: the ledger first, reads under `min_interval` old from memory), the final
+  result from the tool's own rendering (`boundary.video_result`), so neither can drift. A video
+  the provider failed is `completed` with that failed result (the spec keeps `failed` for
+  JSON-RPC errors, so we never use it); a read that fails stays `working`, with a message;
+- nothing here is heavy: it loads with the stdio server (imports already loaded by the player).
+
+No task notifications are sent: the SDK's `subscriptions/listen` (2.3) acknowledges only its own
+four kinds and its event bus is closed, so `taskIds` cannot be honoured; the spec makes them
+optional, and clients poll `tasks/get` at `pollIntervalMs`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from contextvars import ContextVar
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from mcp.server.extension import Extension, MethodBinding
+from mcp.server.mcpserver import require_client_extension
+from mcp.shared.exceptions import MCPError
+from mcp_types import CallToolRequestParams, CallToolResult, RequestParams
+from mcp_types.jsonrpc import INTERNAL_ERROR, INVALID_PARAMS, INVALID_REQUEST
+from mcp_types.version import MODERN_PROTOCOL_VERSIONS
+from pydantic import ConfigDict, Field
+
+from luma_mcp.boundary import caller_service, video_result
+from luma_mcp.errors import LedgerUnavailable, LumaError, LumaMcpError
+from luma_mcp.models import TaskStatus
+from luma_mcp.results import TaskResult, status_line
+
+if TYPE_CHECKING:
+    from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
+
+    from luma_mcp.ledger import LedgerEntry
+    from luma_mcp.service import VideoService
+    from luma_mcp.state import AppState
+    from luma_mcp.waiting import PollSchedule
+
+TASKS_ID = "io.modelcontextprotocol/tasks"
+TASK_TOOLS = frozenset({"generate_video", "extend_video"})
+# Set around the tool call of a declaring client: the tool then submits without waiting.
+TASK_MODE: ContextVar[bool] = ContextVar("luma_mcp_task_mode", default=False)
+_MODERN = frozenset(MODERN_PROTOCOL_VERSIONS)
+
+
+class TaskRef(RequestParams):
+    # The params of tasks/get, tasks/update and tasks/cancel (wire name `taskId`).
+    model_config = ConfigDict(defer_build=True)  # built on the first tasks/* request, not at start-up
+
+    task_id: str = Field(min_length=1, max_length=128)
+
+
+def declared(ctx: ServerRequestContext[Any, Any]) -> bool:
+    """Whether the client declared the extension on this request (only a modern request can)."""
+    capabilities = ctx.session.client_capabilities
+    return ctx.protocol_version in _MODERN and capabilities is not None and TASKS_ID in (capabilities.extensions or {})
+
+
+def task_view(
+    result: TaskResult,
+    entry: LedgerEntry | None,
+    schedule: PollSchedule,
+    *,
+    next_wait: int,
+    trouble: str | None = None,
+    now: float | None = None,
+) -> dict[str, Any]:
+    """The task as the extension shows it (a `DetailedTask`, wire names): the one place that
+    maps our state to a task status, for the handle and for every tasks/get.
+
+    `result` is the task's current result (`VideoService.fetch`), `entry` its ledger row as
+    read before that, `trouble` why it could not be checked just now (it then stays working)."""
+    now = time.time() if now is None else now
+    moved_on = entry is None or entry.result is None or entry.result.status != result.status
+    created = entry.created_at if entry is not None else now - (result.elapsed_seconds or 0.0)
+    view: dict[str, Any] = {
+        "taskId": result.task_id,
+        "createdAt": _iso(created),
+        "lastUpdatedAt": _iso(now if moved_on else max(created, entry.updated_at if entry else now)),
+        "ttlMs": None,  # rows are kept; the video's URL expires, which download_video is for
+    }
+    if result.status.finished:
+        final = video_result(result, next_wait)
+        return view | {
+            "status": "completed",
+            "statusMessage": status_line(result),
+            "result": final.model_dump(by_alias=True, mode="json", exclude_none=True),
+        }
+    message = trouble or status_line(result)
+    return view | {
+        "status": "working",
+        "statusMessage": f"{result.note} {message}" if result.note else message,
+        "pollIntervalMs": round(schedule.next_check(result.elapsed_seconds or 0.0) * 1000),
+    }
+
+
+class TasksExtension(Extension):
+    """Task handles for generate_video and extend_video, and the methods that follow them."""
+
+    identifier = TASKS_ID
+
+    def methods(self) -> Sequence[MethodBinding]:
+        return [
+            MethodBinding("tasks/get", TaskRef, self._get, protocol_versions=_MODERN),
+            MethodBinding("tasks/update", TaskRef, self._update, protocol_versions=_MODERN),
+        ]
+
+    async def intercept_tool_call(
+        self, params: CallToolRequestParams, ctx: ServerRequestContext[Any, Any], call_next: CallNext
+    ) -> HandlerResult:
+        if params.name not in TASK_TOOLS or not declared(ctx):
+            return await call_next(ctx)
+        token = TASK_MODE.set(True)
+        try:
+            outcome = await call_next(ctx)
+        finally:
+            TASK_MODE.reset(token)
+        # Refused, invalid, or not a video task: no task was created; answer as the tool did.
+        if not isinstance(outcome, CallToolResult) or outcome.is_error or outcome.structured_content is None:
+            return outcome
+        submitted = TaskResult.model_validate(outcome.structured_content)
+        if submitted.status.finished:  # a reused task, already done: its result is the answer
+            return outcome
+        state: AppState = ctx.lifespan_context
+        service = caller_service(state)  # the tool has just served this caller
+        try:
+            entry = (await service.caller.ledger.find([submitted.task_id])).get(submitted.task_id)
+        except LedgerUnavailable:  # the task id still resolves: tasks/get asks the API then
+            entry = None
+        view = task_view(submitted, entry, state.schedule, next_wait=state.settings.wait_seconds)
+        if view["status"] != "working":
+            return outcome
+        return {"resultType": "task", **view}
+
+    async def _get(self, ctx: ServerRequestContext[Any, Any], params: TaskRef) -> HandlerResult:
+        require_client_extension(ctx, TASKS_ID)
+        service = _service(ctx)
+        result, entry, trouble = await _current(service, params.task_id)
+        view = task_view(result, entry, service.schedule, next_wait=service.settings.wait_seconds, trouble=trouble)
+        return {"resultType": "complete", **view}
+
+    async def _update(self, ctx: ServerRequestContext[Any, Any], params: TaskRef) -> HandlerResult:
+        require_client_extension(ctx, TASKS_ID)
+        raise MCPError(
+            INVALID_PARAMS,
+            f"Task {params.task_id} takes no input: this server never asks for any. Follow it with tasks/get.",
+        )
+
+
+def _service(ctx: ServerRequestContext[Any, Any]) -> VideoService:
+    try:
+        return caller_service(ctx.lifespan_context)
+    except LumaMcpError as exc:
+        raise MCPError(INVALID_REQUEST, str(exc)) from None
+
+
+async def _current(service: VideoService, task_id: str) -> tuple[TaskResult, LedgerEntry | None, str | None]:
+    """The task's result, its ledger row, and why it could not be checked (None: it was)."""
+    try:
+        entry = (await service.caller.ledger.find([task_id])).get(task_id)
+    except LedgerUnavailable:  # the API still knows the task, and whose it is
+        entry = None
+    try:
+        result = (await service.fetch([task_id], known={} if entry is None else {task_id: entry})).get(task_id)
+    except LumaError as exc:
+        if entry is None:
+            raise MCPError(
+                INTERNAL_ERROR, f"Could not check task {task_id} just now ({exc}). Ask again in a minute."
+            ) from None
+        known = entry.result or TaskResult(task_id=task_id, status=TaskStatus.PENDING)
+        return known, entry, f"Could not check task {task_id} just now ({exc}); it goes on. Ask again later."
+    if result is None:
+        raise MCPError(
+            INVALID_PARAMS,
+            f"Failed to retrieve task: no task {task_id} for you. Use the taskId a generate_video or "
+            "extend_video task handle gave (list_tasks shows recent ones).",
+        )
+    return result, entry, None
+
+
+def _iso(timestamp: float) -> str:
+    return datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
