@@ -16,6 +16,10 @@ What this module guarantees:
   result from the tool's own rendering (`boundary.video_result`), so neither can drift. A video
   the provider failed is `completed` with that failed result (the spec keeps `failed` for
   JSON-RPC errors, so we never use it); a read that fails stays `working`, with a message;
+- tasks/cancel tells the truth: the provider cannot stop a generation, so cancel only stops
+  following it (`unfollowed_at` in the ledger). The task then reads `cancelled`, with a message
+  that it may still finish and be charged; get_task and list_tasks keep showing what really
+  happens. A task already finished when cancelled stays `completed`;
 - nothing here is heavy: it loads with the stdio server (imports already loaded by the player).
 
 No task notifications are sent: the SDK's `subscriptions/listen` (2.3) acknowledges only its own
@@ -95,6 +99,15 @@ def task_view(
         "lastUpdatedAt": _iso(now if moved_on else max(created, entry.updated_at if entry else now)),
         "ttlMs": None,  # rows are kept; the video's URL expires, which download_video is for
     }
+    if entry is not None and _unfollowed(entry):
+        return view | {
+            "status": "cancelled",
+            "statusMessage": (
+                f"No longer followed here. Luma cannot stop a generation once started, so task {result.task_id} "
+                f'may still finish and be charged; get_task(task_id="{result.task_id}") shows how it ends.'
+            ),
+            "lastUpdatedAt": _iso(entry.unfollowed_at or now),
+        }
     if result.status.finished:
         final = video_result(result, next_wait)
         return view | {
@@ -110,6 +123,13 @@ def task_view(
     }
 
 
+def _unfollowed(entry: LedgerEntry) -> bool:
+    """Cancelled: tasks/cancel stopped following it before it was known to be finished (a
+    row's `updated_at` moves only with its status, and `unfollow` leaves it alone)."""
+    cancelled_at = entry.unfollowed_at
+    return cancelled_at is not None and not (entry.finished and entry.updated_at <= cancelled_at)
+
+
 class TasksExtension(Extension):
     """Task handles for generate_video and extend_video, and the methods that follow them."""
 
@@ -119,6 +139,7 @@ class TasksExtension(Extension):
         return [
             MethodBinding("tasks/get", TaskRef, self._get, protocol_versions=_MODERN),
             MethodBinding("tasks/update", TaskRef, self._update, protocol_versions=_MODERN),
+            MethodBinding("tasks/cancel", TaskRef, self._cancel, protocol_versions=_MODERN),
         ]
 
     async def intercept_tool_call(
@@ -155,6 +176,24 @@ class TasksExtension(Extension):
         view = task_view(result, entry, service.schedule, next_wait=service.settings.wait_seconds, trouble=trouble)
         return {"resultType": "complete", **view}
 
+    async def _cancel(self, ctx: ServerRequestContext[Any, Any], params: TaskRef) -> HandlerResult:
+        """Stop following the task; the generation itself goes on (the provider cannot stop it).
+        A task already finished stays completed."""
+        require_client_extension(ctx, TASKS_ID)
+        service = _service(ctx)
+        task_id = params.task_id
+        result, entry, _ = await _current(service, task_id, in_ledger=True)
+        if entry is not None and not result.status.finished and entry.unfollowed_at is None:
+            try:
+                unfollowed = await service.caller.ledger.unfollow(task_id)
+            except LedgerUnavailable as exc:
+                raise MCPError(
+                    INTERNAL_ERROR, f"Could not cancel task {task_id} just now ({exc}). Try again."
+                ) from None
+            if unfollowed is None:
+                raise _unknown(task_id)
+        return {"resultType": "complete"}
+
     async def _update(self, ctx: ServerRequestContext[Any, Any], params: TaskRef) -> HandlerResult:
         require_client_extension(ctx, TASKS_ID)
         raise MCPError(
@@ -170,12 +209,21 @@ def _service(ctx: ServerRequestContext[Any, Any]) -> VideoService:
         raise MCPError(INVALID_REQUEST, str(exc)) from None
 
 
-async def _current(service: VideoService, task_id: str) -> tuple[TaskResult, LedgerEntry | None, str | None]:
-    """The task's result, its ledger row, and why it could not be checked (None: it was)."""
+async def _current(
+    service: VideoService, task_id: str, *, in_ledger: bool = False
+) -> tuple[TaskResult, LedgerEntry | None, str | None]:
+    """The task's result, its ledger row, and why it could not be checked (None: it was).
+    `in_ledger`: only a task with a ledger row will do (what cancel can mark)."""
     try:
         entry = (await service.caller.ledger.find([task_id])).get(task_id)
-    except LedgerUnavailable:  # the API still knows the task, and whose it is
+    except LedgerUnavailable as exc:  # the API still knows the task, and whose it is
+        if in_ledger:
+            raise MCPError(INTERNAL_ERROR, f"Could not reach the task ledger just now ({exc}). Try again.") from None
         entry = None
+    if in_ledger and entry is None:
+        raise _unknown(task_id)
+    if entry is not None and entry.unfollowed_at is not None:  # no longer followed: no reads for it
+        return entry.result or TaskResult(task_id=task_id, status=TaskStatus.PENDING), entry, None
     try:
         result = (await service.fetch([task_id], known={} if entry is None else {task_id: entry})).get(task_id)
     except LumaError as exc:
@@ -186,12 +234,16 @@ async def _current(service: VideoService, task_id: str) -> tuple[TaskResult, Led
         known = entry.result or TaskResult(task_id=task_id, status=TaskStatus.PENDING)
         return known, entry, f"Could not check task {task_id} just now ({exc}); it goes on. Ask again later."
     if result is None:
-        raise MCPError(
-            INVALID_PARAMS,
-            f"Failed to retrieve task: no task {task_id} for you. Use the taskId a generate_video or "
-            "extend_video task handle gave (list_tasks shows recent ones).",
-        )
+        raise _unknown(task_id)
     return result, entry, None
+
+
+def _unknown(task_id: str) -> MCPError:
+    return MCPError(
+        INVALID_PARAMS,
+        f"Failed to retrieve task: no task {task_id} for you. Use the taskId a generate_video or "
+        "extend_video task handle gave (list_tasks shows recent ones).",
+    )
 
 
 def _iso(timestamp: float) -> str:

@@ -12,6 +12,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import anyio
 import httpx2
 import pytest
 from mcp import Client, MCPError
@@ -29,6 +30,7 @@ from ..helpers.tasks_client import (
     TaskParams,
     TaskResultRequest,
     TasksClient,
+    cancel_task,
     get_task,
     update_task,
 )
@@ -165,11 +167,61 @@ async def test_a_read_error_keeps_the_task_working(tasks: tuple[Client, TasksCli
     slow_sim.clear_faults()
 
 
+async def test_cancel_stops_following_the_task_not_the_video(
+    tasks: tuple[Client, TasksClient], slow_sim: Simulator
+) -> None:
+    client, _ = tasks
+    created = await submit(client, "A kite over dunes", idempotency_key="kite-1")
+    assert isinstance(created, CreatedTask)
+    assert (await cancel_task(client.session, created.task_id)).result_type == "complete"
+    cancelled = await get_task(client.session, created.task_id)
+    assert cancelled.status == "cancelled" and cancelled.result is None and cancelled.poll_interval_ms is None
+    message = cancelled.status_message or ""
+    assert "may still finish and be charged" in message and f'get_task(task_id="{created.task_id}")' in message
+    # The video goes on, and get_task and list_tasks tell what really happens to it.
+    assert (await get_task_tool(client, created.task_id))["status"] in {"pending", "processing"}
+    again = await submit(client, "A kite over dunes", idempotency_key="kite-1")  # no handle for it again
+    assert isinstance(again, CallToolResult) and not again.is_error
+    waited = await client.call_tool("get_task", {"task_id": created.task_id, "wait_seconds": 20})
+    assert (waited.structured_content or {})["tasks"][0]["status"] == "succeeded"
+    listed = await client.call_tool("list_tasks", {})
+    assert [(t["task_id"], t["status"]) for t in (listed.structured_content or {})["tasks"]] == [
+        (created.task_id, "succeeded")
+    ]
+    # Cancelled stays cancelled (a terminal status), and costs no more reads upstream.
+    reads = slow_sim.count("/luma/tasks")
+    later = await get_task(client.session, created.task_id)
+    assert later.status == "cancelled" and later.last_updated_at == cancelled.last_updated_at
+    await cancel_task(client.session, created.task_id)  # a second cancel changes nothing
+    assert (await get_task(client.session, created.task_id)) == later
+    assert slow_sim.count("/luma/tasks") == reads
+    assert slow_sim.count("/luma/videos") == 1
+
+
+async def test_cancel_of_a_finished_task_leaves_it_completed(tasks: tuple[Client, TasksClient], sim: Simulator) -> None:
+    client, extension = tasks
+    done = await client.call_tool("generate_video", {"prompt": "A red balloon"})
+    task_id = TaskResult.model_validate(done.structured_content).task_id
+    await cancel_task(client.session, task_id)
+    after = await get_task(client.session, task_id)
+    assert after.status == "completed" and after.result == extension.seen[-1].result
+    # Finished upstream, though nobody has looked since the handle: cancel looks first.
+    created = await submit(client, "A blue balloon")
+    assert isinstance(created, CreatedTask)
+    await anyio.sleep(max(0.0, sim.tasks[created.task_id].finishes_at - time.time()) + 0.05)
+    await cancel_task(client.session, created.task_id)
+    finished = await get_task(client.session, created.task_id)
+    assert finished.status == "completed" and (finished.result or {})["structuredContent"]["status"] == "succeeded"
+
+
 async def test_unknown_ids_and_unbound_methods(tasks: tuple[Client, TasksClient]) -> None:
     client, _ = tasks
     with pytest.raises(MCPError) as unknown:
         await get_task(client.session, "00000000-0000-4000-8000-000000000000")
     assert unknown.value.error.code == -32602 and "Failed to retrieve task" in unknown.value.error.message
+    with pytest.raises(MCPError) as cancel:
+        await cancel_task(client.session, "00000000-0000-4000-8000-000000000000")
+    assert cancel.value.error.code == -32602
     with pytest.raises(MCPError) as update:
         await update_task(client.session, "anything")
     assert update.value.error.code == -32602
@@ -186,7 +238,7 @@ async def test_a_client_that_did_not_declare_sees_what_it_saw_before(sim_server:
         assert task.status == "succeeded"  # it waited, as before
         pending = await plain.session.call_tool("generate_video", {"prompt": "A loud harbour", "wait_seconds": 0})
         assert isinstance(pending, CallToolResult) and (pending.structured_content or {}).get("next_call")
-        for method in (get_task, update_task):
+        for method in (get_task, update_task, cancel_task):
             with pytest.raises(MCPError) as refused:
                 await method(plain.session, task.task_id)
             assert refused.value.error.code == -32021
@@ -244,7 +296,9 @@ def two_servers(sim_server: SimulatorServer) -> Iterator[tuple[HttpServer, HttpS
         second.stop()
 
 
-async def test_a_task_made_on_one_process_is_followed_on_another(two_servers: tuple[HttpServer, HttpServer]) -> None:
+async def test_a_task_made_on_one_process_is_followed_on_another(
+    two_servers: tuple[HttpServer, HttpServer], sim: Simulator
+) -> None:
     a, b = two_servers
     async with http_tasks_client(a.url, KEY) as on_a:
         started = time.monotonic()
@@ -255,3 +309,11 @@ async def test_a_task_made_on_one_process_is_followed_on_another(two_servers: tu
             final = await extension.follow(on_b.session, created)
         assert extension.seen[0].status == "working" and extension.seen[-1].status == "completed"
         assert final.structured_content == await get_task_tool(on_a, created.task_id)
+        # Cancelled through B: A, on the same ledger, sees it cancelled; get_task still tells the truth.
+        sim.processing_seconds = 60  # still generating whatever the machine's load
+        other = await submit(on_a, "A second bridge")
+        assert isinstance(other, CreatedTask)
+        async with http_tasks_client(b.url, KEY) as on_b:
+            await cancel_task(on_b.session, other.task_id)
+        assert (await get_task(on_a.session, other.task_id)).status == "cancelled"
+        assert (await get_task_tool(on_a, other.task_id))["status"] in {"pending", "processing"}
