@@ -159,11 +159,13 @@ class TasksExtension(Extension):
         if submitted.status.finished:  # a reused task, already done: its result is the answer
             return outcome
         state: AppState = ctx.lifespan_context
-        service = caller_service(state)  # the tool has just served this caller
         try:
+            service = caller_service(state)  # the tool has just served this caller
             entry = (await service.caller.ledger.find([submitted.task_id])).get(submitted.task_id)
         except LedgerUnavailable:  # the task id still resolves: tasks/get asks the API then
             entry = None
+        except LumaMcpError:  # never lose the task id over the handle: the plain result has it
+            return outcome
         view = task_view(submitted, entry, state.schedule, next_wait=state.settings.wait_seconds)
         if view["status"] != "working":
             return outcome

@@ -6,6 +6,7 @@ against real server processes (two tenants; two processes sharing one ledger).""
 from __future__ import annotations
 
 import json
+import sqlite3
 import time
 from collections.abc import AsyncIterator, Iterator
 from datetime import datetime
@@ -19,6 +20,7 @@ from mcp import Client, MCPError
 from mcp.client.streamable_http import streamable_http_client
 from mcp.types import CallToolResult, Result
 
+from luma_mcp.ledger import SQLiteLedger
 from luma_mcp.results import TaskResult
 from luma_mcp.server import create_server
 from luma_mcp.simulator import FAIL_MARKER, REFUSE_MARKER, Simulator, SimulatorServer
@@ -212,6 +214,40 @@ async def test_cancel_of_a_finished_task_leaves_it_completed(tasks: tuple[Client
     await cancel_task(client.session, created.task_id)
     finished = await get_task(client.session, created.task_id)
     assert finished.status == "completed" and (finished.result or {})["structuredContent"]["status"] == "succeeded"
+
+
+class FailingAfterReserve(SQLiteLedger):
+    """A real SQLite ledger whose store fails ("disk I/O error", as SQLite says it) from the
+    moment a submit's row is reserved: the task id can then be kept only in memory."""
+
+    broken = False
+
+    async def _reserve(self, *args: Any, **kwargs: Any) -> Any:
+        reservation = await super()._reserve(*args, **kwargs)
+        self.broken = True
+        return reservation
+
+    async def _transaction(self, work: Any, *, write: bool) -> Any:
+        if self.broken:
+            raise sqlite3.OperationalError("disk I/O error")
+        return await super()._transaction(work, write=write)
+
+
+async def test_a_handle_whose_task_the_ledger_could_not_record_still_resolves(
+    sim_server: SimulatorServer, tmp_path: Path
+) -> None:
+    ledger = FailingAfterReserve(tmp_path / "failing.sqlite3")
+    extension = TasksClient()
+    server = create_server(make_settings(sim_server.url), schedule=FAST_SCHEDULE, ledger=ledger)
+    try:
+        async with Client(server, extensions=[extension]) as client:
+            created = await submit(client, "A lantern on a pier")
+            assert isinstance(created, CreatedTask) and created.task_id in sim_server.simulator.tasks
+            assert "could not record" in (created.status_message or "")  # the person is told
+            final = await extension.follow(client.session, created)  # tasks/get asks the API then
+            assert TaskResult.model_validate(final.structured_content).status == "succeeded"
+    finally:
+        ledger.close()
 
 
 async def test_unknown_ids_and_unbound_methods(tasks: tuple[Client, TasksClient]) -> None:
