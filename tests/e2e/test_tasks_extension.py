@@ -18,7 +18,7 @@ import httpx2
 import pytest
 from mcp import Client, MCPError
 from mcp.client.streamable_http import streamable_http_client
-from mcp.types import CallToolResult, Result
+from mcp.types import CallToolResult, RequestParams, Result
 
 from luma_mcp.ledger import SQLiteLedger
 from luma_mcp.results import TaskResult
@@ -29,6 +29,7 @@ from ..helpers.common import FAST_SCHEDULE, make_settings, raw_sql, text_of
 from ..helpers.http import KEY, TOKEN_A, TOKEN_B, HttpServer, http_env
 from ..helpers.tasks_client import (
     CreatedTask,
+    TaskListRequest,
     TaskParams,
     TaskResultRequest,
     TasksClient,
@@ -264,6 +265,9 @@ async def test_unknown_ids_and_unbound_methods(tasks: tuple[Client, TasksClient]
     with pytest.raises(MCPError) as result:  # removed from the spec: tasks/result must be unknown
         await client.session.send_request(TaskResultRequest(params=TaskParams(task_id="anything")), CallToolResult)
     assert result.value.error.code == -32601
+    with pytest.raises(MCPError) as listing:  # nor is tasks/list: one caller cannot learn of another's tasks
+        await client.session.send_request(TaskListRequest(params=RequestParams()), CallToolResult)
+    assert listing.value.error.code == -32601
 
 
 async def test_a_client_that_did_not_declare_sees_what_it_saw_before(sim_server: SimulatorServer) -> None:

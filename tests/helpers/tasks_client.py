@@ -68,6 +68,10 @@ class TaskResultRequest(Request[TaskParams, Literal["tasks/result"]]):
     name_param = "taskId"
 
 
+class TaskListRequest(Request[RequestParams, Literal["tasks/list"]]):
+    method: Literal["tasks/list"] = "tasks/list"
+
+
 class TaskEnded(Exception):
     """The task ended without a result (failed or cancelled)."""
 
