@@ -17,6 +17,7 @@ import anyio
 import httpx2
 import pytest
 from mcp import Client, MCPError
+from mcp.client.extension import advertise
 from mcp.client.streamable_http import streamable_http_client
 from mcp.types import CallToolResult, RequestParams, Result
 
@@ -28,6 +29,7 @@ from luma_mcp.simulator import FAIL_MARKER, REFUSE_MARKER, Simulator, SimulatorS
 from ..helpers.common import FAST_SCHEDULE, make_settings, raw_sql, text_of
 from ..helpers.http import KEY, TOKEN_A, TOKEN_B, HttpServer, http_env
 from ..helpers.tasks_client import (
+    TASKS_ID,
     CreatedTask,
     TaskListRequest,
     TaskParams,
@@ -293,7 +295,8 @@ async def test_a_client_that_did_not_declare_sees_what_it_saw_before(sim_server:
             "callback_url", "wait_seconds", "idempotency_key", "new_take",
         }  # fmt: skip
     # An older protocol has no per-request declaration: the extension is never used there.
-    async with Client(server, mode="legacy", extensions=[TasksClient()]) as legacy:
+    # (Even one that announced the extension at initialize: its calls cannot carry a declaration.)
+    async with Client(server, mode="legacy", extensions=[advertise(TASKS_ID)]) as legacy:
         old = await legacy.session.call_tool("generate_video", {"prompt": "An old harbour", "wait_seconds": 20})
         assert isinstance(old, CallToolResult) and TaskResult.model_validate(old.structured_content).status.finished
 
@@ -316,9 +319,12 @@ async def test_another_tenants_task_is_unknown(sim_server: SimulatorServer) -> N
             assert isinstance(created, CreatedTask)
             assert (await get_task(alice.session, created.task_id)).task_id == created.task_id
         async with http_tasks_client(server.url, TOKEN_B) as bob:
-            with pytest.raises(MCPError) as stolen:
-                await get_task(bob.session, created.task_id)
-            assert stolen.value.error.code == -32602
+            for method in (get_task, cancel_task):
+                with pytest.raises(MCPError) as stolen:
+                    await method(bob.session, created.task_id)
+                assert stolen.value.error.code == -32602
+        async with http_tasks_client(server.url, TOKEN_A) as alice:
+            assert (await get_task(alice.session, created.task_id)).status != "cancelled"  # bob changed nothing
     finally:
         server.stop()
 
