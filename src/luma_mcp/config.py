@@ -117,6 +117,8 @@ class Settings(BaseSettings):
     allowed_hosts: str = Field(default="", validation_alias="LUMA_MCP_ALLOWED_HOSTS")
     allowed_origins: str = Field(default="", validation_alias="LUMA_MCP_ALLOWED_ORIGINS")
     cors_origins: str = Field(default="", validation_alias="LUMA_MCP_CORS_ORIGINS")
+    # The provider POSTs each finished video to LUMA_MCP_PUBLIC_URL/callbacks/luma/<secret> (luma_mcp.callbacks).
+    callbacks: bool = Field(default=True, validation_alias="LUMA_MCP_CALLBACKS")
     # What one caller (and all of them) may make the HTTP server hold.
     max_sessions: int = Field(default=1000, ge=1, validation_alias="LUMA_MCP_MAX_SESSIONS")
     max_sessions_per_tenant: int = Field(default=100, ge=1, validation_alias="LUMA_MCP_MAX_SESSIONS_PER_TENANT")

@@ -10,6 +10,10 @@ With `LUMA_MCP_OAUTH` on top of either, web connectors sign in instead (`oauth`)
 OAuth tokens that stand for a key or for the person's own token. Without a mode, the server
 listens on loopback only: binding any other address refuses to start. DNS-rebinding
 protection (Host and Origin checks) is always on.
+
+With `LUMA_MCP_PUBLIC_URL` set, the provider calls back at `/callbacks/luma/{secret}`
+(`callbacks`, unless `LUMA_MCP_CALLBACKS=false`); on PostgreSQL the lifespan also listens for
+tasks other replicas record finished (`ledger.listen`), so waits here wake at once.
 """
 
 from __future__ import annotations
@@ -52,6 +56,7 @@ from luma_mcp.token_checks import Probe, ProviderUnavailable, TokenChecker, Verd
 from luma_mcp.waiting import SHUTDOWN_GRACE_SECONDS
 
 if TYPE_CHECKING:
+    from luma_mcp.callbacks import CallbackIssuer
     from luma_mcp.oauth.client_documents import ClientDocuments
     from luma_mcp.oauth.routes import OAuthEdge
 
@@ -206,7 +211,31 @@ def create_http_app(
             resource_server_url=resource,
             validate_token_resource=True,  # every bearer is checked as one for this server's /mcp
         )
-    mcp = create_server(settings, token_verifier=verifier, auth=auth, stopping=stopping, remote=True, ledger=shared)
+    issuer: CallbackIssuer | None = None
+    edge: AbstractAsyncContextManager[Any] | None = None
+    if (settings.callbacks and settings.public_url) or settings.ledger_url is not None:
+        # HTTP with a public URL, or replicas on PostgreSQL, only.
+        from luma_mcp.callbacks import CallbackReceiver, callbacks_issuer, ledger_edge
+
+        issuer = callbacks_issuer(
+            settings,
+            api_is_loopback=is_loopback(urlsplit(settings.api_base_url).hostname or ""),
+            public_is_loopback=is_loopback(urlsplit(public_url).hostname or ""),
+        )
+        owned = shared is None and (issuer is not None or settings.ledger_url is not None)
+        if owned:
+            shared = open_ledger(settings)  # the route and the listener reach it outside any call
+        if shared is not None:
+            edge = ledger_edge(shared, settings, close=owned)
+    mcp = create_server(
+        settings,
+        token_verifier=verifier,
+        auth=auth,
+        stopping=stopping,
+        remote=True,
+        ledger=shared,
+        callbacks=issuer,
+    )
 
     @mcp.custom_route("/health", methods=["GET"])  # type: ignore[untyped-decorator]
     async def health(_: Request) -> JSONResponse:
@@ -242,7 +271,11 @@ def create_http_app(
     app.add_middleware(CountPosts, posts=app.state.posts)
     if oauth is not None:
         app.router.routes.extend(oauth.routes)
+    if issuer is not None and shared is not None:
+        app.router.routes.append(CallbackReceiver(shared).route())
     held: list[AbstractAsyncContextManager[Any]] = [*([checks] if checks else []), *([oauth] if oauth else [])]
+    if edge is not None:  # last in, first out: the listener stops before the sign-in closes a shared ledger
+        held.append(edge)
     if held:
         app.router.lifespan_context = _also(app.router.lifespan_context, held)
     if cors:  # added last, so outermost: its headers reach the admission answers too

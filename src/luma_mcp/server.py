@@ -12,7 +12,7 @@ import logging
 import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mcp.server import MCPServer
 from mcp.server.auth.provider import TokenVerifier
@@ -32,6 +32,9 @@ from luma_mcp.state import AppState, open_state
 from luma_mcp.task_extension import TasksExtension
 from luma_mcp.tools import add_tools
 from luma_mcp.waiting import PollSchedule
+
+if TYPE_CHECKING:
+    from luma_mcp.callbacks import CallbackIssuer  # HTTP only
 
 log = logging.getLogger(__name__)
 
@@ -54,18 +57,22 @@ def create_server(
     stopping: threading.Event | None = None,
     remote: bool = False,
     ledger: Ledger | None = None,
+    callbacks: "CallbackIssuer | None" = None,
 ) -> "LumaMCPServer":
     """The luma-mcp server, configured by `settings`. `schedule` overrides the poll timing
     (tests and benchmarks run the simulator fast; production reads it from settings);
     `token_verifier` and `auth` protect it when served over HTTP, and `stopping` ends
     waits early when that server shuts down (see `http_app`); `remote` says it is served over
     HTTP, to callers on other machines; `ledger`, one opened (and closed) by whoever passes
-    it, shared with the sign-in."""
+    it, shared with the sign-in; `callbacks`, over HTTP with a public URL, gives each submit
+    its callback URL."""
     poll_schedule = schedule or PollSchedule.from_settings(settings)
 
     @asynccontextmanager
     async def lifespan(_: MCPServer[AppState]) -> AsyncIterator[AppState]:
-        async with open_state(settings, poll_schedule, stopping=stopping, remote=remote, ledger=ledger) as state:
+        async with open_state(
+            settings, poll_schedule, stopping=stopping, remote=remote, ledger=ledger, callbacks=callbacks
+        ) as state:
             yield state
 
     mcp = LumaMCPServer(

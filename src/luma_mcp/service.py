@@ -31,6 +31,7 @@ class VideoService:
         self.settings = state.settings
         self.schedule = state.schedule
         self.stopping = state.stopping
+        self.callbacks = state.callbacks
         self.caller = caller
 
     async def submit(
@@ -38,7 +39,13 @@ class VideoService:
     ) -> TaskResult:
         """Start a generation, or return the earlier one that answers this request (see `submitting`)."""
         return await submit_once(
-            self.caller, self.settings, request, idempotency_key=idempotency_key, new_take=new_take, report=report
+            self.caller,
+            self.settings,
+            request,
+            idempotency_key=idempotency_key,
+            new_take=new_take,
+            report=report,
+            callbacks=self.callbacks,
         )
 
     # --- reading and waiting ---------------------------------------------------------------
@@ -90,6 +97,7 @@ class VideoService:
             report=report,
             age=age,
             stop=self.stopping,
+            ledger=self.caller.ledger,
         )
 
     # --- listing ------------------------------------------------------------------------

@@ -10,11 +10,15 @@ import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from luma_mcp.client import LumaClient
 from luma_mcp.config import Settings
 from luma_mcp.ledger import Ledger, open_ledger
 from luma_mcp.waiting import PollSchedule, RecentReads
+
+if TYPE_CHECKING:
+    from luma_mcp.callbacks import CallbackIssuer  # HTTP only
 
 
 @dataclass
@@ -28,6 +32,7 @@ class AppState:
     reads: RecentReads
     stopping: threading.Event | None = None  # set when the server shuts down: waits end early
     remote: bool = False  # served over HTTP: callers are on other machines
+    callbacks: CallbackIssuer | None = None  # HTTP with a public URL: submits ask the provider to call back
 
 
 @asynccontextmanager
@@ -38,6 +43,7 @@ async def open_state(
     stopping: threading.Event | None = None,
     remote: bool = False,
     ledger: Ledger | None = None,
+    callbacks: CallbackIssuer | None = None,
 ) -> AsyncIterator[AppState]:
     """The process's state for as long as the server runs; connections close after, and the
     ledger too unless it was given (then its owner closes it)."""
@@ -53,6 +59,7 @@ async def open_state(
                 reads=RecentReads(schedule.min_interval),
                 stopping=stopping,
                 remote=remote,
+                callbacks=callbacks,
             )
     finally:
         if owned:

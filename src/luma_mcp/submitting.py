@@ -6,6 +6,12 @@ list_tasks and get_task can find. A submit that provably sent nothing billable l
 Once the API has accepted a submit, its task id reaches the caller whatever the ledger does.
 Whether a request repeats an earlier one is the ledger's rule (`Ledger.reserve`); this module
 says what the caller hears then.
+
+Over HTTP with a public URL, a submit without a `callback_url` of the caller's asks the
+provider to call our own endpoint (`callbacks`): that URL goes into the request sent, and
+only its secret's hash into the row. The row's parameters, and so the duplicate check, are
+the caller's request as it was; a caller's own `callback_url` is sent as given, and no hash
+is kept for it.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable
+from typing import TYPE_CHECKING
 
 import anyio
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, stop_after_delay, wait_exponential
@@ -24,6 +31,9 @@ from luma_mcp.ledger import LedgerEntry, SpendingLimits, submit_deadline
 from luma_mcp.models import Accepted, SubmitState, TaskStatus, VideoRequest
 from luma_mcp.results import TaskResult
 from luma_mcp.waiting import Report
+
+if TYPE_CHECKING:
+    from luma_mcp.callbacks import Callback, CallbackIssuer  # HTTP only
 
 log = logging.getLogger(__name__)
 
@@ -45,8 +55,10 @@ async def submit_once(
     idempotency_key: str | None,
     new_take: bool,
     report: Report,
+    callbacks: CallbackIssuer | None = None,
 ) -> TaskResult:
     """Start a generation, or return the earlier one that answers this request."""
+    callback = callbacks.issue() if callbacks is not None and request.callback_url is None else None
     reservation = await caller.ledger.reserve(
         request.action,
         request.to_body(),
@@ -54,6 +66,7 @@ async def submit_once(
         dedupe_window=settings.dedupe_window_seconds,
         new_take=new_take,
         limits=SpendingLimits(settings.max_submits_per_hour, settings.max_submits_per_day),
+        callback_hash=callback.hash if callback else None,
     )
     entry = reservation.entry
     if reservation.reused:
@@ -62,7 +75,7 @@ async def submit_once(
         return _reused(entry, by_key=idempotency_key is not None)
     # Shielded: once the request may be on its way, see it through to the ledger.
     with anyio.CancelScope(shield=True):
-        accepted = await _send(caller, settings, entry, request)
+        accepted = await _send(caller, settings, entry, request, callback)
         result = TaskResult(
             task_id=accepted.task_id, status=TaskStatus.PENDING, prompt=request.prompt, elapsed_seconds=0
         )
@@ -72,15 +85,20 @@ async def submit_once(
     return result
 
 
-async def _send(caller: Caller, settings: Settings, entry: LedgerEntry, request: VideoRequest) -> Accepted:
+async def _send(
+    caller: Caller, settings: Settings, entry: LedgerEntry, request: VideoRequest, callback: Callback | None
+) -> Accepted:
     """The request itself, cut off at the deadline the ledger counts on (after it, a row
     still `sending` reads as lost); the row is settled by what is known about the outcome."""
     deadline = submit_deadline(settings.request_timeout, settings.retry_max_seconds)
     ledger = caller.ledger
+    wire = request if callback is None else request.model_copy(update={"callback_url": callback.url})
     try:
         with anyio.fail_after(deadline):
-            return await caller.luma.submit(request)
+            return await caller.luma.submit(wire)
     except LumaError as exc:
+        if callback is not None:
+            callback.scrub(exc)  # should the API ever quote the URL back, its secret goes no further
         if exc.submit_may_have_started:
             await _settle(ledger.lose(entry.row_id, str(exc)))
             raise ServiceError(f"{exc} {_LOST_ADVICE}") from None

@@ -6,20 +6,31 @@ batch poll covers every task at once), reports progress at least every `heartbea
 seconds so hosts and people see it is alive, and returns when every task is finished or
 the budget is spent. Cancellation (the host gave up) interrupts the sleep at once; the
 tasks go on upstream and `get_task` finds them later.
+
+Given the ledger, a wait also wakes the moment one of its tasks is recorded finished (by a
+callback, or a poll elsewhere; on PostgreSQL by any replica) and answers from the ledger,
+with no upstream read. When a callback of ours is expected for every task it waits on, it
+polls only as a safety net (`PollSchedule.safety_net`).
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Collection, Iterator
+from contextlib import AbstractContextManager, ExitStack
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
 
 import anyio
 
 from luma_mcp.config import Settings
-from luma_mcp.errors import LumaError
+from luma_mcp.errors import LedgerError, LumaError
 from luma_mcp.results import TaskResult, progress_message
+
+if TYPE_CHECKING:
+    from luma_mcp.ledger import LedgerEntry
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +58,16 @@ class PollSchedule:
             maximum=settings.poll_max_seconds,
             heartbeat=settings.progress_interval_seconds,
         )
+
+    @property
+    def safety_net(self) -> float:
+        """Seconds between upstream reads of tasks whose callback will wake the wait: four
+        times the longest poll interval, at least a minute (60 s with the defaults, against
+        5 s backing off to 15 s). A 90-s video waited on with the default 45-s calls is then
+        read upstream once (the second call's first look) instead of about nine times. The
+        price, should a callback never come (an unreachable public URL, a provider that
+        drops it): the answer waits for the next look, at most one call's wait later."""
+        return max(self.maximum * 4, 60.0)
 
     def delays(self, age: float = 0.0) -> Iterator[float]:
         """Intervals between polls of tasks that have been running `age` seconds: a wait that
@@ -114,6 +135,14 @@ class TenantReads:
         self.reads.remember(self.tenant, results)
 
 
+class Finishes(Protocol):
+    """What a wait may ask of one tenant's ledger (a `TenantLedger`), never the API."""
+
+    def watch(self, task_ids: Collection[str]) -> AbstractContextManager[anyio.Event]: ...
+
+    async def find(self, task_ids: list[str]) -> dict[str, LedgerEntry]: ...
+
+
 async def wait_for_tasks(
     fetch: Fetch,
     results: dict[str, TaskResult],
@@ -123,6 +152,7 @@ async def wait_for_tasks(
     report: Report,
     age: float = 0.0,
     stop: threading.Event | None = None,
+    ledger: Finishes | None = None,
 ) -> dict[str, TaskResult]:
     """Poll until every task in `results` is finished or `budget` seconds have passed.
 
@@ -131,46 +161,91 @@ async def wait_for_tasks(
     there). Transient API errors while waiting are logged and the wait goes on; other
     errors propagate. When `stop` is set (the server is shutting down) the wait ends at
     once with what it has, so the caller still gets its task id and the next call to make.
+    With `ledger`, a task recorded finished wakes the wait at once (see the module).
     """
     start = anyio.current_time()
     deadline = start + budget
-    delays = schedule.delays(age)
-    next_poll = start + next(delays)
-    last_poll = polled_at = start
-    while any(not r.status.finished for r in results.values()):
-        now = anyio.current_time()
-        if now >= deadline or (stop is not None and stop.is_set()):
-            break
-        await _sleep(min(next_poll, deadline, now + schedule.heartbeat) - now, stop)
-        if stop is not None and stop.is_set():
-            break
-        now = anyio.current_time()
-        if now >= next_poll:
-            unfinished = [task_id for task_id, r in results.items() if not r.status.finished]
-            try:
-                results.update(await fetch(unfinished))
-                polled_at = anyio.current_time()
-            except LumaError as exc:
-                if not exc.transient:
-                    raise
-                log.warning("Checking tasks failed, will look again: %s", exc)
-            last_poll = anyio.current_time()
-            next_poll = last_poll + next(delays)
-            if next_poll > deadline and deadline - last_poll >= schedule.min_interval:
-                next_poll = deadline  # one last look just as the budget ends
-        since_poll = anyio.current_time() - polled_at
-        await report(anyio.current_time() - start, budget, progress_message(_aged(results, since_poll)))
+    with ExitStack() as watching:
+        woken = _watch(watching, ledger, results)
+        expected = await _callbacks_expected(ledger, results)
+        delays = itertools.repeat(schedule.safety_net) if expected else schedule.delays(age)
+        next_poll = start + next(delays)
+        last_poll = polled_at = start
+        while any(not r.status.finished for r in results.values()):
+            now = anyio.current_time()
+            if now >= deadline or (stop is not None and stop.is_set()):
+                break
+            was_woken = await _sleep(min(next_poll, deadline, now + schedule.heartbeat) - now, stop, woken)
+            if stop is not None and stop.is_set():
+                break
+            now = anyio.current_time()
+            if was_woken or now >= next_poll:
+                if was_woken:
+                    # An event stays set: watch anew before looking, so a task finishing
+                    # while we look still wakes the next sleep. The finished ones read from
+                    # the ledger, with no upstream request.
+                    woken = _watch(watching, ledger, results)
+                unfinished = [task_id for task_id, r in results.items() if not r.status.finished]
+                try:
+                    results.update(await fetch(unfinished))
+                    polled_at = anyio.current_time()
+                except LumaError as exc:
+                    if not exc.transient:
+                        raise
+                    log.warning("Checking tasks failed, will look again: %s", exc)
+                last_poll = anyio.current_time()
+                next_poll = last_poll + next(delays)
+                if not expected and next_poll > deadline and deadline - last_poll >= schedule.min_interval:
+                    next_poll = deadline  # one last look just as the budget ends
+            since_poll = anyio.current_time() - polled_at
+            await report(anyio.current_time() - start, budget, progress_message(_aged(results, since_poll)))
     return results
 
 
-async def _sleep(seconds: float, stop: threading.Event | None) -> None:
-    if stop is None:
-        await anyio.sleep(seconds)
-        return
+def _watch(watching: ExitStack, ledger: Finishes | None, results: dict[str, TaskResult]) -> anyio.Event | None:
+    """Watch the unfinished tasks (in place of any earlier watch): the event is set when one
+    of them is recorded finished."""
+    if ledger is None:
+        return None
+    renewed = ExitStack()
+    event = renewed.enter_context(ledger.watch([i for i, r in results.items() if not r.status.finished]))
+    watching.close()  # after the new watch is in place: no moment unwatched
+    watching.push(renewed)
+    return event
+
+
+async def _callbacks_expected(ledger: Finishes | None, results: dict[str, TaskResult]) -> bool:
+    """Whether a callback of ours is due for every unfinished task. Read once the watch is
+    in place, so a task recorded finished just before it is seen here (and taken as it is)."""
+    if ledger is None:
+        return False
+    unfinished = [task_id for task_id, r in results.items() if not r.status.finished]
+    try:
+        entries = await ledger.find(unfinished)
+    except LedgerError as exc:  # the polls go on as without a ledger
+        log.debug("waiting without the ledger: %s", exc)
+        return False
+    for task_id, entry in entries.items():
+        if entry.finished and entry.result is not None:
+            results[task_id] = entry.result
+    still = [i for i in unfinished if not results[i].status.finished]
+    return bool(still) and all(i in entries and entries[i].callback_expected for i in still)
+
+
+async def _sleep(seconds: float, stop: threading.Event | None, woken: anyio.Event | None = None) -> bool:
+    """Sleep `seconds`, less if `stop` or `woken` is set; whether `woken` was."""
     end = anyio.current_time() + seconds
     # `stop` is set from a signal handler, outside any event loop: look at it often.
-    while not stop.is_set() and (left := end - anyio.current_time()) > 0:  # noqa: ASYNC110
-        await anyio.sleep(min(left, 0.2))
+    slice_ = 0.2 if stop is not None else seconds
+    while not (stop is not None and stop.is_set()) and (left := end - anyio.current_time()) > 0:
+        if woken is None:
+            await anyio.sleep(min(left, slice_))
+            continue
+        with anyio.move_on_after(min(left, slice_)):
+            await woken.wait()
+        if woken.is_set():
+            return True
+    return woken is not None and woken.is_set()
 
 
 def _aged(results: dict[str, TaskResult], seconds: float) -> list[TaskResult]:

@@ -1,0 +1,252 @@
+"""Callbacks in HTTP mode: the provider POSTs each finished video to a URL of ours.
+
+HTTP-only (imported lazily by `http_app`; stdio never loads it). What it guarantees:
+- Each submit gets its own unguessable secret (`CallbackIssuer.issue`: 32 random bytes),
+  sent to the provider only inside the callback URL of the wire request. The ledger keeps
+  its SHA-256 (`callback_hash`), never the secret; no log line, tool result or exception
+  carries it, and the route logs only task ids.
+- `POST /callbacks/luma/{secret}` (`CallbackReceiver`) is reachable by anyone, so it holds
+  little and trusts nothing: a secret of the wrong shape or a body that is not a JSON
+  object of at most 64 KiB is refused before the database is asked; unknown secrets, and a
+  body naming another task than the secret's, answer 404 and write nothing, within a budget
+  of misses per client address (429 beyond). A known secret touches only its own row,
+  through its tenant's ledger view (`Ledger.for_tenant`).
+- A finished result is recorded like a poll's (the same conversion `get_task` uses), which
+  wakes waiting calls in this process and, on PostgreSQL, in every replica. The answer is
+  2xx only once the result is durable (a failing ledger answers 503, and the provider tries
+  again); a repeated delivery changes nothing. No upstream request is made on this path.
+  A body whose shape we do not know only wakes the waits here, which then look upstream:
+  the provider's real callback body is not documented, and polling stays the safety net.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import re
+import secrets
+import time
+from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import anyio
+from pydantic import ValidationError
+from starlette.background import BackgroundTask
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from luma_mcp.errors import LedgerError, LumaError
+from luma_mcp.models import VideoResult
+from luma_mcp.results import TaskResult, from_video_result
+from luma_mcp.token_checks import KeyedBuckets, client_key
+
+if TYPE_CHECKING:
+    from luma_mcp.config import Settings
+    from luma_mcp.ledger import Ledger
+
+log = logging.getLogger(__name__)
+
+CALLBACK_PREFIX = "/callbacks/luma/"
+# secrets.token_urlsafe(32): 32 random bytes in url-safe base64, unpadded.
+SECRET_BYTES = 32
+SECRET_SHAPE = re.compile(r"[A-Za-z0-9_-]{43}")
+MAX_BODY_BYTES = 64 * 1024
+# Misses (a malformed or unknown secret, a body for another task) one client address may
+# cause: the provider never misses, so only guessing spends this.
+MISSES_PER_MINUTE = 30
+RETRY_AFTER_SECONDS = 1  # a row still waiting for its task id, or a failing ledger
+PRUNE_EVERY_SECONDS = 3600.0
+
+
+def callback_hash(secret: str) -> str:
+    """What the ledger keeps of a secret (hex SHA-256): enough to find its row, useless to forge one."""
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Callback:
+    """One submit's callback: the URL for the wire request and the hash for its ledger row."""
+
+    secret: str = field(repr=False)  # never printed
+    url: str = field(repr=False)  # holds the secret
+    hash: str
+
+    def scrub(self, error: LumaError) -> None:
+        """Take the secret out of an API error's text (the API may quote a request back)."""
+        if self.secret in error.summary:
+            error.summary = error.summary.replace(self.secret, "[callback secret]")
+            error.args = (error.message,)
+
+
+class CallbackIssuer:
+    """Makes each submit's callback URL under the server's public URL."""
+
+    def __init__(self, public_url: str) -> None:
+        self.base = public_url.rstrip("/") + CALLBACK_PREFIX
+
+    def issue(self) -> Callback:
+        secret = secrets.token_urlsafe(SECRET_BYTES)
+        return Callback(secret=secret, url=self.base + secret, hash=callback_hash(secret))
+
+    def __repr__(self) -> str:
+        return f"CallbackIssuer({self.base}...)"
+
+
+class CallbackReceiver:
+    """The endpoint the provider POSTs to (see the module's docstring for its rules)."""
+
+    def __init__(self, ledger: Ledger) -> None:
+        self.ledger = ledger
+        self.misses = KeyedBuckets(per_minute=MISSES_PER_MINUTE, burst=MISSES_PER_MINUTE)
+        self._pruned_at = 0.0
+
+    def route(self) -> Route:
+        return Route(CALLBACK_PREFIX + "{secret}", self.receive, methods=["POST"])
+
+    async def receive(self, request: Request) -> Response:
+        address = client_key(request.client.host if request.client else "")
+        wait = self.misses.wait(address)
+        if wait > 0:
+            return Response(status_code=429, headers={"Retry-After": str(math.ceil(wait))})
+        secret = str(request.path_params.get("secret", ""))
+        if not SECRET_SHAPE.fullmatch(secret):
+            self.misses.spend(address)
+            return _plain(400, "Not a callback address of this server.")
+        body = await _bounded_body(request)
+        if body is None:
+            return _plain(413, f"A callback body is at most {MAX_BODY_BYTES} bytes.")
+        try:
+            payload = json.loads(body)
+        except (ValueError, UnicodeDecodeError):
+            payload = None
+        if not isinstance(payload, dict):
+            return _plain(400, "A callback body is a JSON object.")
+        try:
+            return await self._deliver(secret, payload, address)
+        except LedgerError as exc:
+            log.warning("A callback could not be recorded (%s); the provider will try again.", exc)
+            return _busy()
+        except Exception as exc:
+            log.error("A callback failed inside luma-mcp (%s); polling will find the task.", type(exc).__name__)
+            return _busy()
+
+    async def _deliver(self, secret: str, payload: dict[str, Any], address: str) -> Response:
+        entry = await self.ledger.by_callback(callback_hash(secret))
+        if entry is None:
+            self.misses.spend(address)
+            return _plain(404, "Unknown callback.")
+        if entry.task_id is None:  # the callback beat the submit's answer: ask to be sent again
+            return _busy()
+        named = payload.get("task_id")
+        if named is not None and named != entry.task_id:  # one leaked secret writes one task, no other
+            self.misses.spend(address)
+            return _plain(404, "Unknown callback.")
+        task_id = entry.task_id
+        result = _result(task_id, payload, entry.prompt, entry.created_at)
+        if result is None:
+            # A shape we cannot read: the waits here look upstream, where the truth is.
+            log.info("callback for task %s had a body luma-mcp does not know; waits look upstream", task_id)
+            self.ledger.finishes.wake([task_id])
+        elif result.status.finished and not entry.finished:
+            await self.ledger.for_tenant(entry.tenant).record([result])
+            log.info("callback: task %s %s", task_id, result.status.value)
+        return Response(status_code=204, background=self._prune_now_and_then())
+
+    def _prune_now_and_then(self) -> BackgroundTask | None:
+        now = time.monotonic()
+        if self._pruned_at and now - self._pruned_at < PRUNE_EVERY_SECONDS:
+            return None
+        self._pruned_at = now
+        return BackgroundTask(self._prune)
+
+    async def _prune(self) -> None:
+        try:
+            await self.ledger.prune_callbacks()
+        except LedgerError as exc:
+            log.warning("Old callback hashes were not pruned (%s); the next delivery tries again.", exc)
+            self._pruned_at = 0.0
+
+
+def _result(task_id: str, payload: dict[str, Any], prompt: str | None, created_at: float) -> TaskResult | None:
+    """The callback body as a `TaskResult`, read as a task's `response` is; None when its
+    shape says nothing we know (no success flag, no state, no video)."""
+    try:
+        response = VideoResult.model_validate(payload)
+    except ValidationError:
+        return None
+    if response.success is None and response.state is None and response.video_url is None:
+        return None
+    result = from_video_result(task_id, response, fallback_prompt=prompt)
+    result.elapsed_seconds = round(max(0.0, time.time() - created_at), 1)
+    return result
+
+
+async def _bounded_body(request: Request) -> bytes | None:
+    """The body, or None when it is over `MAX_BODY_BYTES` (read no further than that)."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+        return None
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_BODY_BYTES:
+            return None
+    return bytes(body)
+
+
+def _plain(status: int, text: str) -> Response:
+    return Response(text, status_code=status, media_type="text/plain")
+
+
+def _busy() -> Response:
+    headers = {"Retry-After": str(RETRY_AFTER_SECONDS)}
+    return Response("Not recorded yet; send it again.", status_code=503, media_type="text/plain", headers=headers)
+
+
+def callbacks_issuer(settings: Settings, api_is_loopback: bool, public_is_loopback: bool) -> CallbackIssuer | None:
+    """The issuer when callbacks are on: HTTP, `LUMA_MCP_PUBLIC_URL` set, `LUMA_MCP_CALLBACKS`
+    not turned off, and a public URL the provider can reach (a loopback one only reaches a
+    provider on this machine, i.e. the simulator)."""
+    if not settings.callbacks or not settings.public_url:
+        return None
+    if public_is_loopback and not api_is_loopback:
+        log.warning(
+            "LUMA_MCP_PUBLIC_URL (%s) is a loopback address, which the API at %s cannot reach: callbacks are off "
+            "and waits poll. Set LUMA_MCP_PUBLIC_URL to the address the provider reaches this server at, or "
+            "LUMA_MCP_CALLBACKS=false to say so.",
+            settings.public_url,
+            settings.api_base_url,
+        )
+        return None
+    return CallbackIssuer(settings.public_url)
+
+
+def ledger_edge(ledger: Ledger, settings: Settings, *, close: bool) -> AbstractAsyncContextManager[None]:
+    """For the HTTP lifespan: on PostgreSQL, the LISTEN loop that wakes this process's waits
+    when any replica records a task finished (nothing to run on SQLite); `close`: the ledger
+    was opened for the edge, and is closed with it."""
+
+    @asynccontextmanager
+    async def run() -> AsyncIterator[None]:
+        try:
+            if settings.ledger_url is None:
+                yield
+                return
+            from luma_mcp.ledger.listen import listen_for_finishes
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(listen_for_finishes, settings.ledger_url.get_secret_value(), ledger.finishes)
+                try:
+                    yield
+                finally:
+                    tg.cancel_scope.cancel()
+        finally:
+            if close:
+                ledger.close()
+
+    return run()

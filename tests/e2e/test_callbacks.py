@@ -1,0 +1,378 @@
+"""Callbacks over HTTP: the provider (the simulator) POSTs the finished video to our route,
+which records it and wakes the waiting call; forged, repeated and malformed deliveries change
+nothing; the secret is never written anywhere in clear.
+
+The poll schedule is 30 s here (first look and every look), so no poll can explain an answer
+that comes within a second of the video finishing: without the callback, a 20-s wait ends
+with the task still processing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import secrets
+import sqlite3
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx
+import pytest
+from mcp import Client
+from mcp.types import CallToolResult
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
+
+from luma_mcp.http_app import create_http_app
+from luma_mcp.ledger.postgres import FINISHED_CHANNEL
+from luma_mcp.results import TaskResult
+from luma_mcp.simulator import ServerThread, Simulator, SimulatorServer
+
+from ..helpers.common import make_settings, raw_sql, text_of
+from ..helpers.http import HttpServer, client, free_port, http_env
+
+pytestmark = pytest.mark.anyio
+
+SLOW_POLLS = {"LUMA_POLL_INITIAL_SECONDS": "30", "LUMA_POLL_MAX_SECONDS": "30"}
+WAKE_WITHIN_SECONDS = 1.0
+LISTENER = "luma-mcp listen"  # the LISTEN connection's application_name
+
+
+@contextmanager
+def callback_server(api_url: str, **env: Any) -> Iterator[ServerThread]:
+    """The HTTP app in this process (so caplog sees its logs), on loopback, with its public
+    URL set (callbacks on) and polls 30 s apart."""
+    port = free_port()
+    settings = make_settings(api_url, LUMA_MCP_PUBLIC_URL=f"http://127.0.0.1:{port}", **SLOW_POLLS, **env)
+    with ServerThread(create_http_app(settings, port=port), port=port, lifespan=True) as server:
+        yield server
+
+
+def callback_url(sim: Simulator, prompt: str) -> str:
+    """The callback URL the server sent with the submit of `prompt`."""
+    [body] = [b for b in sim.submits() if b.get("prompt") == prompt]
+    return str(body["callback_url"])
+
+
+def secret_in(url: str) -> str:
+    return url.rsplit("/", 1)[1]
+
+
+def task_reads(sim: Simulator, task_id: str) -> int:
+    """Upstream reads of one task (alone or in a batch)."""
+    return sum(
+        1
+        for r in sim.requests
+        if r.path == "/luma/tasks" and (r.body.get("id") == task_id or task_id in (r.body.get("ids") or []))
+    )
+
+
+def succeeded_body(sim_url: str, task_id: str) -> dict[str, Any]:
+    return {
+        "success": True,
+        "task_id": task_id,
+        "video_id": "0e5b2f5c-0000-4000-8000-000000000001",
+        "video_url": f"{sim_url}/media/{task_id}.mp4",
+        "video_width": 1360,
+        "video_height": 752,
+        "state": "completed",
+    }
+
+
+async def deliver(server: ServerThread, secret: str, body: Any) -> httpx.Response:
+    """POST a callback body (bytes as they are, anything else as JSON), as the provider would."""
+    content = body if isinstance(body, bytes) else json.dumps(body).encode()
+    async with httpx.AsyncClient(timeout=10) as http:
+        return await http.post(f"{server.url}/callbacks/luma/{secret}", content=content)
+
+
+async def until(condition: Callable[[], bool], seconds: float, what: str) -> None:
+    """Wait for something another thread or process does, bounded in time."""
+    with anyio.fail_after(seconds):
+        while not condition():  # noqa: ASYNC110 (set by another thread or process: look again)
+            await anyio.sleep(0.05)
+
+
+def rows(ledger: Path) -> list[tuple[Any, ...]]:
+    with sqlite3.connect(ledger) as db:
+        return db.execute("SELECT * FROM tasks ORDER BY row_id").fetchall()
+
+
+def every_cell(ledger: Path) -> list[str]:
+    """Every value of every table of an SQLite ledger, as text."""
+    with sqlite3.connect(ledger) as db:
+        tables = [name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+        return [str(cell) for table in tables for row in db.execute(f'SELECT * FROM "{table}"') for cell in row]  # noqa: S608
+
+
+def task_of(result: CallToolResult) -> TaskResult:
+    assert not result.is_error, text_of(result)
+    return TaskResult.model_validate(result.structured_content)
+
+
+async def test_a_waiting_call_answers_within_a_second_of_the_video_finishing(sim_server: SimulatorServer) -> None:
+    sim = sim_server.simulator
+    sim.processing_seconds = 3
+    with callback_server(sim_server.url) as server:
+        async with client(server.url) as remote:
+            made = await remote.call_tool("generate_video", {"prompt": "Waves at dusk", "wait_seconds": 20})
+            answered_at = time.time()
+    task = task_of(made)
+    assert task.status == "succeeded", task  # polling alone: still processing after 20 s
+    late = answered_at - sim.tasks[task.task_id].finishes_at
+    assert 0 <= late < WAKE_WITHIN_SECONDS, f"answered {late:.2f} s after the video finished"
+    assert task_reads(sim, task.task_id) <= 1
+    [delivered] = sim.callbacks
+    assert delivered["url"].startswith(f"{server.url}/callbacks/luma/")
+
+
+async def test_only_the_right_secret_for_the_right_task_records_anything(
+    sim_server: SimulatorServer, private_folders: Path
+) -> None:
+    sim = sim_server.simulator
+    sim.processing_seconds = 120  # the simulator's own callback comes long after this test
+    ledger = private_folders / "ledger.sqlite3"
+    with callback_server(sim_server.url) as server:
+        async with client(server.url) as remote:
+            task_id = task_of(await remote.call_tool("generate_video", {"prompt": "One", "wait_seconds": 0})).task_id
+            other_id = task_of(await remote.call_tool("generate_video", {"prompt": "Two", "wait_seconds": 0})).task_id
+            secret = secret_in(callback_url(sim, "One"))
+            before = rows(ledger)
+            # A guessed secret, even with the right task id and a plausible body: 404, nothing written.
+            guessed = secrets.token_urlsafe(32)
+            assert (await deliver(server, guessed, succeeded_body(sim_server.url, task_id))).status_code == 404
+            # The right secret for another task: a leaked secret writes its own task, no other.
+            assert (await deliver(server, secret, succeeded_body(sim_server.url, other_id))).status_code == 404
+            assert rows(ledger) == before
+            seen = await remote.call_tool("get_task", {"task_id": task_id})
+            assert seen.structured_content["tasks"][0]["status"] == "processing"  # the forgery left no trace
+            # The right secret and task: recorded, and the next read comes from the ledger.
+            assert (await deliver(server, secret, succeeded_body(sim_server.url, task_id))).status_code == 204
+            reads = task_reads(sim, task_id)
+            done = await remote.call_tool("get_task", {"task_id": task_id})
+            assert done.structured_content["tasks"][0]["status"] == "succeeded"
+            assert task_reads(sim, task_id) == reads
+            after = rows(ledger)
+            # Delivered again, or contradicted later: 204 (so the provider stops), and nothing moves.
+            assert (await deliver(server, secret, succeeded_body(sim_server.url, task_id))).status_code == 204
+            failed = {"success": False, "task_id": task_id, "error": {"code": "api_error", "message": "late"}}
+            assert (await deliver(server, secret, failed)).status_code == 204
+            assert rows(ledger) == after
+            untouched = await remote.call_tool("get_task", {"task_id": other_id})
+            assert untouched.structured_content["tasks"][0]["status"] == "processing"
+
+
+async def test_malformed_deliveries_are_refused_before_the_ledger(
+    sim_server: SimulatorServer, private_folders: Path
+) -> None:
+    sim_server.simulator.processing_seconds = 120
+    with callback_server(sim_server.url) as server:
+        async with client(server.url) as remote:
+            task_id = task_of(await remote.call_tool("generate_video", {"prompt": "Kept", "wait_seconds": 0})).task_id
+        secret = secret_in(callback_url(sim_server.simulator, "Kept"))
+        before = rows(private_folders / "ledger.sqlite3")
+        body = succeeded_body(sim_server.url, task_id)
+        assert (await deliver(server, "not-a-secret", body)).status_code == 400
+        assert (await deliver(server, secret + "x", body)).status_code == 400
+        assert (await deliver(server, secret, b"{not json")).status_code == 400
+        assert (await deliver(server, secret, b"[1, 2]")).status_code == 400
+        oversized = json.dumps({**body, "padding": "x" * 65536}).encode()
+        assert (await deliver(server, secret, oversized)).status_code == 413
+
+        async def trickle() -> AsyncIterator[bytes]:  # chunked, no Content-Length: cut off once over the bound
+            yield json.dumps(body).encode()
+            for _ in range(10):
+                yield b" " * 8192
+
+        url = f"{server.url}/callbacks/luma/{secret}"
+        async with httpx.AsyncClient(timeout=10) as http:
+            assert (await http.post(url, content=trickle())).status_code == 413
+            assert (await http.get(url)).status_code == 405
+        assert rows(private_folders / "ledger.sqlite3") == before
+
+
+async def test_a_flood_of_unknown_secrets_is_cut_off(sim_server: SimulatorServer, private_folders: Path) -> None:
+    with callback_server(sim_server.url) as server:
+        started = time.monotonic()
+        answers = [await deliver(server, secrets.token_urlsafe(32), {"task_id": "x"}) for _ in range(60)]
+        took = time.monotonic() - started
+    codes = [a.status_code for a in answers]
+    # 30 misses at once, then one every 2 s as the address's budget refills (30 a minute).
+    assert codes[:30] == [404] * 30 and set(codes) == {404, 429}, codes
+    assert codes.count(404) <= 30 + took / 2 + 1, (took, codes)
+    refused = next(a for a in answers if a.status_code == 429)
+    assert int(refused.headers["retry-after"]) >= 1
+    assert rows(private_folders / "ledger.sqlite3") == []
+
+
+async def test_the_secret_is_in_no_log_row_or_result(
+    sim_server: SimulatorServer, private_folders: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    sim = sim_server.simulator
+    sim.processing_seconds = 1
+    with callback_server(sim_server.url, LUMA_LOG_LEVEL="DEBUG") as server:
+        async with client(server.url) as remote:
+            results = [await remote.call_tool("generate_video", {"prompt": "Canary", "wait_seconds": 20})]
+            task_id = task_of(results[0]).task_id
+            results.append(await remote.call_tool("get_task", {"task_id": task_id}))
+            results.append(await remote.call_tool("list_tasks", {}))
+    assert task_of(results[0]).status == "succeeded"
+    url = callback_url(sim, "Canary")
+    secret = secret_in(url)
+    for result in results:
+        assert secret not in text_of(result) and secret not in json.dumps(result.structured_content)
+    # Every log line of this process but the provider's own (the simulator and its HTTP client
+    # POSTing the callback: the provider's side, which knows the URL anyway).
+    ours = [
+        r
+        for r in caplog.records
+        if r.name != "luma_mcp.simulator" and not (r.name.startswith("httpx") and "/callbacks/luma/" in r.getMessage())
+    ]
+    assert any(r.name.startswith("luma_mcp") for r in ours)
+    for record in ours:
+        assert secret not in record.getMessage() and secret not in (record.exc_text or ""), record.getMessage()
+    ledger = private_folders / "ledger.sqlite3"
+    assert all(secret not in cell for cell in every_cell(ledger))
+    for path in private_folders.glob("ledger.sqlite3*"):  # the file and its WAL, byte for byte
+        assert secret.encode() not in path.read_bytes()
+    with sqlite3.connect(ledger) as db:
+        [(stored_hash, params)] = db.execute("SELECT callback_hash, params FROM tasks").fetchall()
+    assert stored_hash == hashlib.sha256(secret.encode()).hexdigest()
+    assert "callback_url" not in json.loads(params)  # the duplicate check sees the caller's request
+
+
+async def test_a_callers_own_callback_url_is_sent_as_given_and_ours_is_not_made(
+    private_folders: Path,
+) -> None:
+    sim = Simulator(queue_seconds=0.1, processing_seconds=0.5)
+    caught: list[dict[str, Any]] = []
+
+    async def api(scope: Scope, receive: Receive, send: Send) -> None:
+        """The simulator, with a catcher for the caller's own callback on the same origin."""
+        if scope["type"] == "http" and scope["path"] == "/catch":
+            caught.append(await Request(scope, receive).json())
+            await Response(status_code=204)(scope, receive, send)
+            return
+        await sim(scope, receive, send)
+
+    with ServerThread(api) as upstream, callback_server(upstream.url) as server:
+        async with client(server.url) as remote:
+            made = await remote.call_tool(
+                "generate_video", {"prompt": "Mine", "callback_url": f"{upstream.url}/catch", "wait_seconds": 0}
+            )
+            task_id = task_of(made).task_id
+            await until(lambda: bool(caught), 10, "the caller's own callback")
+    assert caught[0]["task_id"] == task_id and caught[0]["state"] == "completed"
+    assert [b["callback_url"] for b in sim.submits()] == [f"{upstream.url}/catch"]
+    with sqlite3.connect(private_folders / "ledger.sqlite3") as db:
+        assert db.execute("SELECT callback_hash FROM tasks").fetchall() == [(None,)]
+
+
+# --- replicas on PostgreSQL -------------------------------------------------------------
+
+
+def listeners(postgres_url: str) -> set[int]:
+    """The backends of the LISTEN connections (of every process) on the server."""
+    found = raw_sql(postgres_url, "SELECT pid FROM pg_stat_activity WHERE application_name = ?", (LISTENER,))
+    return {pid for (pid,) in found}
+
+
+def terminate_listeners(postgres_url: str) -> set[int]:
+    """Kill every LISTEN connection from the server's side (as a restart or a failover would)."""
+    killed = listeners(postgres_url)
+    raw_sql(
+        postgres_url, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = ?", (LISTENER,)
+    )
+    return killed
+
+
+def every_pg_cell(postgres_url: str) -> list[str]:
+    """Every value of every table of a PostgreSQL ledger, as text."""
+    tables = raw_sql(postgres_url, "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'")
+    return [
+        str(cell)
+        for (table,) in tables
+        for row in raw_sql(postgres_url, f'SELECT * FROM "{table}"')  # noqa: S608 (names from the catalogue)
+        for cell in row
+    ]
+
+
+async def test_a_callback_landing_on_another_replica_wakes_the_wait(
+    sim_server: SimulatorServer, postgres_url: str
+) -> None:
+    """The waiting call is on A; the public URL is B's, so the provider calls B back. B records
+    the result, PostgreSQL tells A, A answers. Then both LISTEN connections are killed: they
+    come back, and a later callback still wakes A."""
+    sim = sim_server.simulator
+    sim.processing_seconds = 3
+    port_b = free_port()
+    env = http_env(sim_server, ACEDATACLOUD_API_TOKEN="t", LUMA_LEDGER_URL=postgres_url, LUMA_LOG_LEVEL="DEBUG")
+    env |= {**SLOW_POLLS, "LUMA_MCP_PUBLIC_URL": f"http://127.0.0.1:{port_b}"}
+    a, b = HttpServer(env).wait_ready(), HttpServer(env, port=port_b).wait_ready()
+
+    async def answered_at_once(remote: Client, prompt: str) -> None:
+        made = await remote.call_tool("generate_video", {"prompt": prompt, "wait_seconds": 20})
+        answered_at = time.time()
+        task = task_of(made)
+        assert task.status == "succeeded", (prompt, task)
+        late = answered_at - sim.tasks[task.task_id].finishes_at
+        assert 0 <= late < WAKE_WITHIN_SECONDS, f"{prompt}: answered {late:.2f} s after the video finished"
+        assert task_reads(sim, task.task_id) <= 1
+
+    try:
+        await until(lambda: len(listeners(postgres_url)) == 2, 10, "both replicas listening")
+        async with client(a.url) as remote:
+            await answered_at_once(remote, "Before the cut")
+            killed = terminate_listeners(postgres_url)
+            await until(lambda: len(listeners(postgres_url) - killed) == 2, 15, "both listening again")
+            await answered_at_once(remote, "After the cut")
+        # The simulator notes a delivery once its POST is answered, just after the wake.
+        await until(lambda: len(sim.callbacks) == 2, 5, "the simulator's second delivery")
+        assert all(c["url"].startswith(f"{b.url}/callbacks/luma/") for c in sim.callbacks)
+    finally:
+        _, stderr_a = a.stop()
+        _, stderr_b = b.stop()
+    assert "Listening for finished tasks on" in stderr_a and "again" in stderr_a
+    cells = every_pg_cell(postgres_url)
+    for secret in [secret_in(c["url"]) for c in sim.callbacks]:
+        assert secret not in stderr_a and secret not in stderr_b
+        assert all(secret not in cell for cell in cells)
+
+
+async def test_the_listener_reconnects_and_wakes_every_waiter_once(postgres_url: str) -> None:
+    from luma_mcp.ledger.listen import listen_for_finishes
+
+    class Recorder:
+        def __init__(self) -> None:
+            self.woken: list[str] = []
+            self.all_woken = 0
+
+        def wake(self, task_ids: Any) -> None:
+            self.woken += list(task_ids)
+
+        def wake_all(self) -> None:
+            self.all_woken += 1
+
+    def notify(task_id: str) -> None:
+        raw_sql(postgres_url, "SELECT pg_notify(?, ?)", (FINISHED_CHANNEL, task_id))
+
+    recorder = Recorder()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(listen_for_finishes, postgres_url, recorder)
+        await until(lambda: bool(listeners(postgres_url)), 10, "listening")
+        await anyio.to_thread.run_sync(notify, "first")
+        await until(lambda: recorder.woken == ["first"], 5, "the first wake")
+        assert recorder.all_woken == 0
+        killed = await anyio.to_thread.run_sync(terminate_listeners, postgres_url)
+        await until(lambda: bool(listeners(postgres_url) - killed) and recorder.all_woken > 0, 15, "listening again")
+        await anyio.to_thread.run_sync(notify, "second")
+        await until(lambda: recorder.woken == ["first", "second"], 5, "the wake after the cut")
+        assert recorder.all_woken == 1  # once per reconnect
+        tg.cancel_scope.cancel()
