@@ -9,6 +9,8 @@ a model through a 90-second generation with the default settings (skipped by `--
 
 Then the context economy: the same model loop for 30-, 90- and 180-second videos, with the
 default waits and with long ones, in-process with every duration scaled down by `SCALE`.
+Over HTTP (skipped by `--quick` and `--skip-http`), the same 90-second video waited on with
+the provider's callbacks and by polling alone, side by side.
 Last (skipped by `--skip-http`), the server over streamable HTTP: throughput and latency
 at several concurrencies (plotted to results/latency.png, see http_load.py) and memory
 while 200 calls wait at once.
@@ -44,7 +46,8 @@ from mcp import Client, StdioServerParameters
 from mcp.client.extension import advertise
 from mcp.types import CallToolResult, TextContent, TextResourceContents
 
-from http_load import LEVEL_TIME_LIMIT, HttpReport, measure_http
+from http_load import LEVEL_TIME_LIMIT, HttpReport, free_port, http_server, mcp_client, measure_http
+from http_load import http_env as http_server_env
 from latency_plot import LatencyPoint, plot_latency
 from luma_mcp import __version__
 from luma_mcp.config import Settings
@@ -114,7 +117,7 @@ class Figure:
     ours: float
     bare: float | None = None
     target: Target | None = None
-    section: Literal["stdio", "economy", "http"] = "stdio"  # which table of RESULTS.md shows it
+    section: Literal["stdio", "economy", "callbacks", "http"] = "stdio"  # which table of RESULTS.md shows it
 
     @property
     def ratio(self) -> float | None:
@@ -439,6 +442,52 @@ async def ninety_second_generation() -> Scenario:
     return scenario
 
 
+# --- callbacks against polling, over HTTP ----------------------------------------------
+
+CallbackSide = Literal["callbacks", "polling"]
+CALLBACK_SIDES: tuple[CallbackSide, ...] = ("callbacks", "polling")
+
+
+@dataclass
+class CallbackRun:
+    side: CallbackSide
+    scenario: Scenario
+    answer_after_finish_s: float  # the caller's final answer, after the simulator's task finished
+
+
+async def callback_side(side: CallbackSide) -> CallbackRun:
+    """The 90-s model loop over HTTP against a server of its own and a simulator of its own:
+    with a public URL (the simulator calls back) or without (the server polls)."""
+    scenario = Scenario()
+    with tempfile.TemporaryDirectory(prefix="luma-bench-callbacks-") as tmp, simulator(5, 85) as sim:
+        port = free_port()
+        env = http_server_env(sim.url, TOKEN, Path(tmp))
+        if side == "callbacks":
+            env["LUMA_MCP_PUBLIC_URL"] = f"http://127.0.0.1:{port}"
+        async with http_server(env, Path(tmp), port) as server, mcp_client(server.url) as client:
+            await play_model(client, scenario)
+            answered = time.time()  # the simulator stamps finishes_at with the same clock
+        record_upstream(scenario, sim.simulator)
+        [task] = sim.simulator.tasks.values()
+        if side == "callbacks" and not sim.simulator.callbacks:
+            raise BenchmarkError("the callbacks side got no callback from the simulator")
+    return CallbackRun(side, scenario, answered - task.finishes_at)
+
+
+async def callbacks_vs_polling() -> list[CallbackRun]:
+    """Both sides at once (each on its own simulator, server and clock-bound video): they
+    wait more than they compute, so neither slows the other, and the pair takes 90 s, not 180."""
+    runs: dict[CallbackSide, CallbackRun] = {}
+
+    async def one(side: CallbackSide) -> None:
+        runs[side] = await callback_side(side)
+
+    async with anyio.create_task_group() as tg:
+        for side in CALLBACK_SIDES:
+            tg.start_soon(one, side)
+    return [runs[side] for side in CALLBACK_SIDES]
+
+
 # --- context economy, on a scaled clock -----------------------------------------------
 
 
@@ -659,6 +708,50 @@ def scenario_figures(s: Scenario) -> list[Figure]:
                 target=Target(">=", MIN_READ_GAP),
             )
         )
+    return figures
+
+
+def callback_figures(runs: list[CallbackRun]) -> list[Figure]:
+    figures = []
+    for run in runs:
+        s, side = run.scenario, run.side
+        what = "with callbacks" if side == "callbacks" else "polling only"
+        figures += [
+            Figure(
+                key=f"callbacks_{side}_answer_after_finish_s",
+                label=f"90-s video over HTTP, {what}: answer after the video finished",
+                unit="s",
+                description="from the simulator's task finishing to the caller receiving the result with the video "
+                "URL (same clock)",
+                ours=run.answer_after_finish_s,
+                target=Target("<=", 1) if side == "callbacks" else None,
+                section="callbacks",
+            ),
+            Figure(
+                key=f"callbacks_{side}_task_reads",
+                label=f"90-s video over HTTP, {what}: upstream task reads",
+                unit="req",
+                description="/luma/tasks requests the simulator received for the video",
+                ours=s.task_reads,
+                section="callbacks",
+            ),
+            Figure(
+                key=f"callbacks_{side}_tool_calls",
+                label=f"90-s video over HTTP, {what}: tool calls",
+                unit="calls",
+                description="calls from request to video URL (generate_video, then get_task as its next_call says)",
+                ours=len(s.calls),
+                section="callbacks",
+            ),
+            Figure(
+                key=f"callbacks_{side}_wall_s",
+                label=f"90-s video over HTTP, {what}: wall time",
+                unit="s",
+                description="from the generate_video call to the result with the video URL",
+                ours=s.wall_s,
+                section="callbacks",
+            ),
+        ]
     return figures
 
 
@@ -955,6 +1048,18 @@ ECONOMY_METHOD = (
     "exercised here at 1/{scale} s, so it is the real-time 90-s run above that confirms it."
 )
 
+CALLBACKS_METHOD = (
+    "Two `luma-mcp --transport http` processes at once, each with its own simulator (a 90-s video: 5 s "
+    "queued, 85 s generating) and its own SQLite ledger, default settings, WARNING logs. One has "
+    "LUMA_MCP_PUBLIC_URL set to its own loopback address, so its submits carry a callback URL and the "
+    "simulator POSTs the finished video there; the other has none and polls (5 s, backing off to 15 s). "
+    "An MCP client over streamable HTTP plays the model as in the 90-s run above: generate_video with the "
+    "default wait (45 s), then get_task with the wait its next_call names, until the video is there. The "
+    "answer time is the client's clock at the final result minus the simulator's finishes_at (one host, "
+    "one clock). With callbacks a wait reads the task upstream only every 60 s as a safety net, and the "
+    "callback wakes it; the reads counted are every /luma/tasks request the simulator received."
+)
+
 HTTP_METHOD = (
     "One `luma-mcp --transport http` process on a free loopback port (access key, WARNING logs, ledger in a "
     "temporary directory), against the simulator with tasks that finish at once. The clients are MCP SDK "
@@ -992,6 +1097,10 @@ def render_markdown(report: dict[str, Any], results: Results) -> str:
     else:
         parts += ["", "## The 90-second generation, call by call", "", *scenario_lines(results.scenario)]
     parts += ["", *economy_section(results)]
+    if results.callbacks:
+        parts += ["", *callbacks_section(results)]
+    else:
+        parts += ["", "The callbacks-against-polling run was skipped (`--quick` or `--skip-http`)."]
     if results.http is None:
         parts += ["", "The HTTP measurements were skipped (`--skip-http`)."]
     else:
@@ -1051,6 +1160,41 @@ def economy_section(results: Results) -> list[str]:
             f"{scaled.task_reads} task reads, {real.submits} against {scaled.submits} submit(s).",
         ]
     return parts
+
+
+def callbacks_table(figures: dict[str, Figure]) -> list[str]:
+    rows = (
+        ("answer_after_finish_s", "Answer after the video finished", "s"),
+        ("task_reads", "Upstream task reads", "req"),
+        ("tool_calls", "Tool calls", "calls"),
+        ("wall_s", "Wall time", "s"),
+    )
+    lines = ["| Figure | With callbacks | Polling only | Target (callbacks) | Met |", "|---|---:|---:|---|:-:|"]
+    for metric, label, unit in rows:
+        ours, polling = figures[f"callbacks_callbacks_{metric}"], figures[f"callbacks_polling_{metric}"]
+        lines.append(
+            f"| {label} | {fmt(ours.ours, unit)} | {fmt(polling.ours, unit)} | {ours.target or ''} | {met_cell(ours)} |"
+        )
+    return lines
+
+
+def callbacks_section(results: Results) -> list[str]:
+    figures = by_key(results.figures)
+    return [
+        "## A 90-second video over HTTP: callbacks against polling",
+        "",
+        CALLBACKS_METHOD,
+        "",
+        *callbacks_table(figures),
+        "",
+        *[
+            f"- **{side}**: calls at "
+            + ", ".join(f"{c.started_s:.1f} s `{c.tool}` ({c.took_s:.1f} s, {c.status})" for c in run.scenario.calls)
+            + "."
+            for run in results.callbacks
+            for side in (run.side,)
+        ],
+    ]
 
 
 def http_section(results: Results, http: HttpReport, cpus: int) -> list[str]:
@@ -1153,6 +1297,7 @@ class Results:
     raw: dict[str, Any]
     scenario: Scenario | None = None
     economy: list[EconomyRun] = field(default_factory=list)
+    callbacks: list[CallbackRun] = field(default_factory=list)
     http: HttpReport | None = None
     plot_written: bool = False
 
@@ -1225,6 +1370,11 @@ async def run(args: argparse.Namespace) -> Results:
     results.economy = await context_economy()
     results.figures += economy_figures(results.economy)
     results.raw["economy"] = [asdict(r) for r in results.economy]
+    if not args.quick and not args.skip_http:
+        say("a 90-second video over HTTP, with callbacks and polling only, side by side (about 100 s) ...")
+        results.callbacks = await callbacks_vs_polling()
+        results.figures += callback_figures(results.callbacks)
+        results.raw["callbacks"] = [asdict(r) for r in results.callbacks]
     if not args.skip_http:
         await run_http(results)
     return results
@@ -1250,6 +1400,8 @@ def main(argv: list[str] | None = None) -> None:
     write_outputs(report, markdown)
     print(markdown_table([f for f in results.figures if f.section == "stdio"]))
     print("\n".join(["", *economy_table(by_key(results.figures), results.economy)]))
+    if results.callbacks:
+        print("\n".join(["", *callbacks_table(by_key(results.figures))]))
     if results.http is not None:
         print("\n" + value_table([f for f in results.figures if f.section == "http"]))
     missed = [f.label for f in results.figures if f.met is False]
