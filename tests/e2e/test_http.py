@@ -292,5 +292,5 @@ def test_the_stdio_path_imports_none_of_the_http_edge() -> None:
     modules = set(loaded.stdout.strip().split(","))
     assert "luma_mcp.server" in modules  # the probe sees the stdio path
     http_only = {"luma_mcp.http_app", "luma_mcp.admission", "luma_mcp.token_checks", "luma_mcp.session_caps"}
-    http_only |= {"luma_mcp.http_limits", "luma_mcp.http_shutdown"}
+    http_only |= {"luma_mcp.http_limits", "luma_mcp.http_shutdown", "luma_mcp.callbacks", "luma_mcp.ledger.listen"}
     assert modules.isdisjoint(http_only), modules & http_only

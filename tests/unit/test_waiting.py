@@ -1,13 +1,18 @@
 """The one waiting loop: the poll schedule backs off within its bounds, and a wait polls on
-schedule, reports between polls and takes a last look as its budget ends."""
+schedule, reports between polls and takes a last look as its budget ends; given the ledger,
+it wakes when a task is recorded finished, and polls only as a safety net while a callback
+is due."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import anyio
 import pytest
 from pydantic import ValidationError
 
 from luma_mcp.config import Settings
+from luma_mcp.ledger import SQLiteLedger, TenantLedger
 from luma_mcp.models import TaskStatus
 from luma_mcp.results import TaskResult
 from luma_mcp.waiting import Fetch, PollSchedule, wait_for_tasks
@@ -83,3 +88,102 @@ async def test_wait_loop_ends_at_its_budget_with_a_last_look() -> None:
     elapsed = anyio.current_time() - start
     assert 0.6 <= elapsed < 2.5  # a busy machine adds a little; without the last look it is 10 s
     assert polls[-1] >= 0.55  # the last poll lands as the budget ends, not 10 s later
+
+
+# --- waking on the ledger ------------------------------------------------------------------
+
+SLOW = PollSchedule(first=0.1, maximum=0.2, heartbeat=0.1, min_interval=0.05)  # safety net: 60 s
+
+
+async def accepted_tasks(tmp_path: Path, task_ids: list[str], *, callback: bool) -> TenantLedger:
+    """A real SQLite ledger holding these tasks, accepted and pending, with or without our callback."""
+    view = SQLiteLedger(tmp_path / "ledger.sqlite3").for_tenant("")
+    for task_id in task_ids:
+        hash_ = f"hash-of-{task_id}" if callback else None
+        reservation = await view.reserve("generate", {"prompt": task_id}, callback_hash=hash_)
+        await view.accept(reservation.entry.row_id, task_id, TaskResult(task_id=task_id, status=TaskStatus.PENDING))
+    return view
+
+
+def counting_fetch(view: TenantLedger, looks: list[float]) -> Fetch:
+    """A fetch that answers from the ledger, as `VideoService.fetch` does for finished tasks."""
+    start = anyio.current_time()
+
+    async def fetch(ids: list[str]) -> dict[str, TaskResult]:
+        looks.append(anyio.current_time() - start)
+        found = await view.find(ids)
+        return {i: e.result or TaskResult(task_id=i, status=TaskStatus.PROCESSING) for i, e in found.items()}
+
+    return fetch
+
+
+async def finish_later(view: TenantLedger, task_id: str, after: float) -> None:
+    await anyio.sleep(after)
+    await view.record([TaskResult(task_id=task_id, status=TaskStatus.SUCCEEDED, video_url="https://x/v.mp4")])
+
+
+async def silent(progress: float, total: float | None, message: str) -> None:
+    return None
+
+
+@pytest.mark.anyio
+async def test_a_task_recorded_finished_wakes_the_wait_which_polls_only_as_a_safety_net(tmp_path: Path) -> None:
+    view = await accepted_tasks(tmp_path, ["t"], callback=True)
+    looks: list[float] = []
+    pending = {"t": TaskResult(task_id="t", status=TaskStatus.PENDING)}
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(finish_later, view, "t", 0.6)
+        start = anyio.current_time()
+        results = await wait_for_tasks(
+            counting_fetch(view, looks), pending, budget=20, schedule=SLOW, report=silent, ledger=view
+        )
+        took = anyio.current_time() - start
+    assert results["t"].status is TaskStatus.SUCCEEDED
+    assert 0.6 <= took < 1.5  # woken; the schedule alone would look every 0.1-0.2 s, the safety net after 60 s
+    assert len(looks) == 1 and looks[0] >= 0.6  # no poll before the wake: the callback was due
+
+
+@pytest.mark.anyio
+async def test_without_a_callback_due_the_wait_polls_on_schedule_and_still_wakes(tmp_path: Path) -> None:
+    view = await accepted_tasks(tmp_path, ["t"], callback=False)
+    looks: list[float] = []
+    pending = {"t": TaskResult(task_id="t", status=TaskStatus.PENDING)}
+    schedule = PollSchedule(first=0.3, maximum=30, factor=100, heartbeat=0.1, min_interval=0.05)  # then 30 s
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(finish_later, view, "t", 1.0)
+        results = await wait_for_tasks(
+            counting_fetch(view, looks), pending, budget=20, schedule=schedule, report=silent, ledger=view
+        )
+    assert results["t"].status is TaskStatus.SUCCEEDED
+    assert len(looks) == 2 and looks[0] < 0.9 <= 1.0 <= looks[1] < 2.0  # one poll on schedule, then the wake
+
+
+@pytest.mark.anyio
+async def test_a_wait_on_several_tasks_watches_again_after_each_wake(tmp_path: Path) -> None:
+    """Woken by the first task, the wait must sleep again (not spin on the event already set)
+    until the second is recorded."""
+    view = await accepted_tasks(tmp_path, ["a", "b"], callback=True)
+    looks: list[float] = []
+    pending = {i: TaskResult(task_id=i, status=TaskStatus.PENDING) for i in ("a", "b")}
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(finish_later, view, "a", 0.3)
+        tg.start_soon(finish_later, view, "b", 0.9)
+        results = await wait_for_tasks(
+            counting_fetch(view, looks), pending, budget=20, schedule=SLOW, report=silent, ledger=view
+        )
+    assert all(r.status is TaskStatus.SUCCEEDED for r in results.values())
+    assert len(looks) == 2 and 0.3 <= looks[0] < 0.9 <= looks[1] < 1.8, looks
+
+
+@pytest.mark.anyio
+async def test_a_task_finished_before_the_wait_began_is_seen_at_once(tmp_path: Path) -> None:
+    """Recorded between the caller's look and the wait's watch: read from the ledger at once."""
+    view = await accepted_tasks(tmp_path, ["t"], callback=True)
+    await finish_later(view, "t", 0)
+    looks: list[float] = []
+    stale = {"t": TaskResult(task_id="t", status=TaskStatus.PROCESSING)}
+    with anyio.fail_after(2):
+        results = await wait_for_tasks(
+            counting_fetch(view, looks), stale, budget=20, schedule=SLOW, report=silent, ledger=view
+        )
+    assert results["t"].status is TaskStatus.SUCCEEDED and looks == []
