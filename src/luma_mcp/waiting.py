@@ -15,7 +15,6 @@ polls only as a safety net (`PollSchedule.safety_net`).
 
 from __future__ import annotations
 
-import itertools
 import logging
 import threading
 from collections.abc import Awaitable, Callable, Collection, Iterator
@@ -61,12 +60,13 @@ class PollSchedule:
 
     @property
     def safety_net(self) -> float:
-        """Seconds between upstream reads of tasks whose callback will wake the wait: four
-        times the longest poll interval, at least a minute (60 s with the defaults, against
-        5 s backing off to 15 s). A 90-s video waited on with the default 45-s calls is then
-        read upstream once (the second call's first look) instead of about nine times. The
-        price, should a callback never come (an unreachable public URL, a provider that
-        drops it): the answer waits for the next look, at most one call's wait later."""
+        """Seconds between upstream reads of tasks whose callback will wake the wait (the
+        looks in between read only the ledger): four times the longest poll interval, at
+        least a minute (60 s with the defaults, against polls 5 s apart backing off to 15 s).
+        A 90-s video waited on with the default 45-s calls is then read upstream once (the
+        second call's first look) instead of about nine times. The price, should a callback
+        never come (an unreachable public URL, a provider that drops it): the answer waits
+        for the next upstream look, at most one call's wait later."""
         return max(self.maximum * 4, 60.0)
 
     def delays(self, age: float = 0.0) -> Iterator[float]:
@@ -167,9 +167,13 @@ async def wait_for_tasks(
     deadline = start + budget
     with ExitStack() as watching:
         woken = _watch(watching, ledger, results)
-        expected = await _callbacks_expected(ledger, results)
-        delays = itertools.repeat(schedule.safety_net) if expected else schedule.delays(age)
+        expected = await _look_in_ledger(ledger, results)
+        delays = schedule.delays(age)
         next_poll = start + next(delays)
+        # While a callback is due, the looks on schedule read the ledger only (a callback
+        # another process recorded is seen there, with no announcement); the API is asked
+        # only once a safety net's interval has passed without news.
+        upstream_due = start + schedule.safety_net if expected else start
         last_poll = polled_at = start
         while any(not r.status.finished for r in results.values()):
             now = anyio.current_time()
@@ -185,17 +189,21 @@ async def wait_for_tasks(
                     # while we look still wakes the next sleep. The finished ones read from
                     # the ledger, with no upstream request.
                     woken = _watch(watching, ledger, results)
-                unfinished = [task_id for task_id, r in results.items() if not r.status.finished]
-                try:
-                    results.update(await fetch(unfinished))
-                    polled_at = anyio.current_time()
-                except LumaError as exc:
-                    if not exc.transient:
-                        raise
-                    log.warning("Checking tasks failed, will look again: %s", exc)
+                if expected and not was_woken and now < upstream_due:
+                    await _look_in_ledger(ledger, results)
+                else:
+                    unfinished = [task_id for task_id, r in results.items() if not r.status.finished]
+                    try:
+                        results.update(await fetch(unfinished))
+                        polled_at = anyio.current_time()
+                    except LumaError as exc:
+                        if not exc.transient:
+                            raise
+                        log.warning("Checking tasks failed, will look again: %s", exc)
+                    upstream_due = anyio.current_time() + (schedule.safety_net if expected else 0.0)
                 last_poll = anyio.current_time()
                 next_poll = last_poll + next(delays)
-                if not expected and next_poll > deadline and deadline - last_poll >= schedule.min_interval:
+                if next_poll > deadline and deadline - last_poll >= schedule.min_interval:
                     next_poll = deadline  # one last look just as the budget ends
             since_poll = anyio.current_time() - polled_at
             await report(anyio.current_time() - start, budget, progress_message(_aged(results, since_poll)))
@@ -214,9 +222,10 @@ def _watch(watching: ExitStack, ledger: Finishes | None, results: dict[str, Task
     return event
 
 
-async def _callbacks_expected(ledger: Finishes | None, results: dict[str, TaskResult]) -> bool:
-    """Whether a callback of ours is due for every unfinished task. Read once the watch is
-    in place, so a task recorded finished just before it is seen here (and taken as it is)."""
+async def _look_in_ledger(ledger: Finishes | None, results: dict[str, TaskResult]) -> bool:
+    """Take the tasks the ledger has finished (no upstream read); whether a callback of ours
+    is due for every task still unfinished. The first look comes once the watch is in place,
+    so a task recorded finished just before the wait began is seen."""
     if ledger is None:
         return False
     unfinished = [task_id for task_id, r in results.items() if not r.status.finished]

@@ -187,3 +187,25 @@ async def test_a_task_finished_before_the_wait_began_is_seen_at_once(tmp_path: P
             counting_fetch(view, looks), stale, budget=20, schedule=SLOW, report=silent, ledger=view
         )
     assert results["t"].status is TaskStatus.SUCCEEDED and looks == []
+
+
+@pytest.mark.anyio
+async def test_a_callback_recorded_by_another_process_is_found_in_the_ledger_without_the_api(
+    tmp_path: Path,
+) -> None:
+    """Processes sharing an SQLite file hear no announcement from each other: while the
+    callback is due, the looks on schedule read the ledger, and the API is not asked."""
+    view = await accepted_tasks(tmp_path, ["t"], callback=True)
+    other_process = SQLiteLedger(tmp_path / "ledger.sqlite3").for_tenant("")  # its own Finishes
+    looks: list[float] = []
+    pending = {"t": TaskResult(task_id="t", status=TaskStatus.PENDING)}
+    schedule = PollSchedule(first=0.3, maximum=0.3, heartbeat=0.1, min_interval=0.05)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(finish_later, other_process, "t", 0.5)
+        start = anyio.current_time()
+        results = await wait_for_tasks(
+            counting_fetch(view, looks), pending, budget=20, schedule=schedule, report=silent, ledger=view
+        )
+        took = anyio.current_time() - start
+    assert results["t"].status is TaskStatus.SUCCEEDED and looks == []  # from the ledger, not upstream
+    assert 0.5 <= took < 1.5  # the first look after it (0.6 s), not the safety net (60 s)
