@@ -376,3 +376,30 @@ async def test_the_listener_reconnects_and_wakes_every_waiter_once(postgres_url:
         await until(lambda: recorder.woken == ["first", "second"], 5, "the wake after the cut")
         assert recorder.all_woken == 1  # once per reconnect
         tg.cancel_scope.cancel()
+
+
+# --- when callbacks are off ---------------------------------------------------------------
+
+
+async def test_callbacks_turned_off_leave_submits_and_rows_as_before(
+    sim_server: SimulatorServer, private_folders: Path
+) -> None:
+    with callback_server(sim_server.url, LUMA_MCP_CALLBACKS=False) as server:
+        async with client(server.url) as remote:
+            task_of(await remote.call_tool("generate_video", {"prompt": "Off", "wait_seconds": 0}))
+        assert (await deliver(server, secrets.token_urlsafe(32), {})).status_code == 404  # no such route
+    assert ["callback_url" in body for body in sim_server.simulator.submits()] == [False]
+    with sqlite3.connect(private_folders / "ledger.sqlite3") as db:
+        assert db.execute("SELECT callback_hash FROM tasks").fetchall() == [(None,)]
+
+
+def test_a_loopback_public_url_with_a_remote_api_turns_callbacks_off_and_says_so(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    settings = make_settings("https://api.acedata.cloud", LUMA_MCP_PUBLIC_URL="http://127.0.0.1:8000")
+    app = create_http_app(settings, port=8000)
+    assert not any(getattr(route, "path", "").startswith("/callbacks/") for route in app.router.routes)
+    [warning] = [r for r in caplog.records if r.levelno == logging.WARNING and "callbacks are off" in r.getMessage()]
+    assert "LUMA_MCP_PUBLIC_URL" in warning.getMessage() and "cannot reach" in warning.getMessage()
+    served = create_http_app(make_settings("https://api.acedata.cloud", LUMA_MCP_PUBLIC_URL="https://mcp.example.com"))
+    assert any(getattr(route, "path", "").startswith("/callbacks/") for route in served.router.routes)
