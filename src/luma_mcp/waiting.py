@@ -64,7 +64,7 @@ class PollSchedule:
         looks in between read only the ledger): four times the longest poll interval, at
         least a minute (60 s with the defaults, against polls 5 s apart backing off to 15 s).
         A 90-s video waited on with the default 45-s calls is then read upstream once (the
-        second call's first look) instead of about nine times. The price, should a callback
+        first call's last look) instead of about nine times. The price, should a callback
         never come (an unreachable public URL, a provider that drops it): the answer waits
         for the next upstream look, at most one call's wait later."""
         return max(self.maximum * 4, 60.0)
@@ -172,7 +172,8 @@ async def wait_for_tasks(
         next_poll = start + next(delays)
         # While a callback is due, the looks on schedule read the ledger only (a callback
         # another process recorded is seen there, with no announcement); the API is asked
-        # only once a safety net's interval has passed without news.
+        # once a safety net's interval has passed without news, and at the last look, so the
+        # answer is fresh (and the model's next call, made at once, reads nothing again).
         upstream_due = start + schedule.safety_net if expected else start
         last_poll = polled_at = start
         while any(not r.status.finished for r in results.values()):
@@ -189,7 +190,7 @@ async def wait_for_tasks(
                     # while we look still wakes the next sleep. The finished ones read from
                     # the ledger, with no upstream request.
                     woken = _watch(watching, ledger, results)
-                if expected and not was_woken and now < upstream_due:
+                if expected and not was_woken and now < min(upstream_due, deadline):
                     await _look_in_ledger(ledger, results)
                 else:
                     unfinished = [task_id for task_id, r in results.items() if not r.status.finished]

@@ -209,3 +209,12 @@ async def test_a_callback_recorded_by_another_process_is_found_in_the_ledger_wit
         took = anyio.current_time() - start
     assert results["t"].status is TaskStatus.SUCCEEDED and looks == []  # from the ledger, not upstream
     assert 0.5 <= took < 1.5  # the first look after it (0.6 s), not the safety net (60 s)
+
+
+@pytest.mark.anyio
+async def test_with_a_callback_due_and_no_news_the_api_is_asked_once_as_the_wait_ends(tmp_path: Path) -> None:
+    view = await accepted_tasks(tmp_path, ["t"], callback=True)
+    looks: list[float] = []
+    pending = {"t": TaskResult(task_id="t", status=TaskStatus.PENDING)}
+    await wait_for_tasks(counting_fetch(view, looks), pending, budget=1.0, schedule=SLOW, report=silent, ledger=view)
+    assert len(looks) == 1 and looks[0] >= 0.95, looks  # polled every 0.1-0.2 s without a callback due
