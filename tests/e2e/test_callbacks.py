@@ -34,7 +34,7 @@ from luma_mcp.ledger.postgres import FINISHED_CHANNEL
 from luma_mcp.results import TaskResult
 from luma_mcp.simulator import ServerThread, Simulator, SimulatorServer
 
-from ..helpers.common import make_settings, raw_sql, text_of
+from ..helpers.common import example, make_settings, raw_sql, text_of
 from ..helpers.http import HttpServer, client, free_port, http_env
 
 pytestmark = pytest.mark.anyio
@@ -74,15 +74,9 @@ def task_reads(sim: Simulator, task_id: str) -> int:
 
 
 def succeeded_body(sim_url: str, task_id: str) -> dict[str, Any]:
-    return {
-        "success": True,
-        "task_id": task_id,
-        "video_id": "0e5b2f5c-0000-4000-8000-000000000001",
-        "video_url": f"{sim_url}/media/{task_id}.mp4",
-        "video_width": 1360,
-        "video_height": 752,
-        "state": "completed",
-    }
+    """Ace Data Cloud's documented callback body for a finished video, for this task."""
+    documented = example("callback-payload-success.json")
+    return {**documented, "task_id": task_id, "video_url": f"{sim_url}/media/{task_id}.mp4"}
 
 
 async def deliver(server: ServerThread, secret: str, body: Any) -> httpx.Response:
@@ -166,6 +160,16 @@ async def test_only_the_right_secret_for_the_right_task_records_anything(
             assert rows(ledger) == after
             untouched = await remote.call_tool("get_task", {"task_id": other_id})
             assert untouched.structured_content["tasks"][0]["status"] == "processing"
+            # The documented failure body, through the other task's own secret.
+            failure = {**example("platform-generic-callback-failure.json"), "task_id": other_id, "trace_id": "tr-1"}
+            failure["error"] = {"code": "api_error", "message": "The video provider failed."}
+            assert (await deliver(server, secret_in(callback_url(sim, "Two")), failure)).status_code == 204
+            [failed_task] = (await remote.call_tool("get_task", {"task_id": other_id})).structured_content["tasks"]
+            assert failed_task["status"] == "failed" and failed_task["error"] == {
+                "code": "api_error",
+                "message": "The video provider failed.",
+                "trace_id": "tr-1",
+            }
 
 
 async def test_malformed_deliveries_are_refused_before_the_ledger(
