@@ -29,7 +29,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
+from luma_mcp.callbacks import CallbackIssuer, callback_hash
+from luma_mcp.errors import LumaRequestError
 from luma_mcp.http_app import create_http_app
+from luma_mcp.ledger import SQLiteLedger
 from luma_mcp.ledger.postgres import FINISHED_CHANNEL
 from luma_mcp.results import TaskResult
 from luma_mcp.simulator import ServerThread, Simulator, SimulatorServer
@@ -407,3 +410,28 @@ def test_a_loopback_public_url_with_a_remote_api_turns_callbacks_off_and_says_so
     assert "LUMA_MCP_PUBLIC_URL" in warning.getMessage() and "cannot reach" in warning.getMessage()
     served = create_http_app(make_settings("https://api.acedata.cloud", LUMA_MCP_PUBLIC_URL="https://mcp.example.com"))
     assert any(getattr(route, "path", "").startswith("/callbacks/") for route in served.router.routes)
+
+
+async def test_a_callback_before_the_task_id_is_written_asks_to_be_sent_again(
+    sim_server: SimulatorServer, private_folders: Path
+) -> None:
+    """The provider answered the submit, but its answer is not in the ledger yet: 503 with
+    Retry-After (the provider tries again), and nothing written."""
+    secret = secrets.token_urlsafe(32)
+    with callback_server(sim_server.url) as server:
+        writer = SQLiteLedger(private_folders / "ledger.sqlite3")
+        await writer.for_tenant("").reserve("generate", {"prompt": "Early"}, callback_hash=callback_hash(secret))
+        before = rows(private_folders / "ledger.sqlite3")
+        answer = await deliver(server, secret, succeeded_body(sim_server.url, "not-yet-known"))
+        writer.close()
+    assert answer.status_code == 503 and answer.headers["retry-after"] == "1"
+    assert rows(private_folders / "ledger.sqlite3") == before
+
+
+def test_an_api_error_quoting_the_callback_url_loses_the_secret() -> None:
+    callback = CallbackIssuer("https://mcp.example.com").issue()
+    error = LumaRequestError(f"callback_url {callback.url} is not reachable", status_code=400)
+    callback.scrub(error)
+    assert callback.secret not in str(error) and callback.secret not in repr(error.args)
+    assert "https://mcp.example.com/callbacks/luma/[callback secret] is not reachable" in str(error)
+    assert callback.secret not in repr(callback)
