@@ -37,8 +37,8 @@ from luma_mcp.ledger.postgres import FINISHED_CHANNEL
 from luma_mcp.results import TaskResult
 from luma_mcp.simulator import ServerThread, Simulator, SimulatorServer
 
-from ..helpers.common import example, make_settings, raw_sql, text_of
-from ..helpers.http import HttpServer, client, free_port, http_env
+from ..helpers.common import CANARY_TOKEN, example, make_settings, raw_sql, text_of
+from ..helpers.http import TOKEN_A, HttpServer, client, free_port, http_env
 
 pytestmark = pytest.mark.anyio
 
@@ -48,11 +48,11 @@ LISTENER = "luma-mcp listen"  # the LISTEN connection's application_name
 
 
 @contextmanager
-def callback_server(api_url: str, **env: Any) -> Iterator[ServerThread]:
+def callback_server(api_url: str, token: str | None = CANARY_TOKEN, **env: Any) -> Iterator[ServerThread]:
     """The HTTP app in this process (so caplog sees its logs), on loopback, with its public
     URL set (callbacks on) and polls 30 s apart."""
     port = free_port()
-    settings = make_settings(api_url, LUMA_MCP_PUBLIC_URL=f"http://127.0.0.1:{port}", **SLOW_POLLS, **env)
+    settings = make_settings(api_url, token, LUMA_MCP_PUBLIC_URL=f"http://127.0.0.1:{port}", **SLOW_POLLS, **env)
     with ServerThread(create_http_app(settings, port=port), port=port, lifespan=True) as server:
         yield server
 
@@ -124,7 +124,7 @@ async def test_a_waiting_call_answers_within_a_second_of_the_video_finishing(sim
     assert task.status == "succeeded", task  # polling alone: still processing after 20 s
     late = answered_at - sim.tasks[task.task_id].finishes_at
     assert 0 <= late < WAKE_WITHIN_SECONDS, f"answered {late:.2f} s after the video finished"
-    assert task_reads(sim, task.task_id) <= 1
+    assert task_reads(sim, task.task_id) == 0  # woken, it read the ledger: no poll, no upstream read
     [delivered] = sim.callbacks
     assert delivered["url"].startswith(f"{server.url}/callbacks/luma/")
 
@@ -331,7 +331,7 @@ async def test_a_callback_landing_on_another_replica_wakes_the_wait(
         assert task.status == "succeeded", (prompt, task)
         late = answered_at - sim.tasks[task.task_id].finishes_at
         assert 0 <= late < WAKE_WITHIN_SECONDS, f"{prompt}: answered {late:.2f} s after the video finished"
-        assert task_reads(sim, task.task_id) <= 1
+        assert task_reads(sim, task.task_id) == 0  # woken, it read the ledger: no poll, no upstream read
 
     try:
         await until(lambda: len(listeners(postgres_url)) == 2, 10, "both replicas listening")
@@ -435,3 +435,32 @@ def test_an_api_error_quoting_the_callback_url_loses_the_secret() -> None:
     assert callback.secret not in str(error) and callback.secret not in repr(error.args)
     assert "https://mcp.example.com/callbacks/luma/[callback secret] is not reachable" in str(error)
     assert callback.secret not in repr(callback)
+
+
+async def test_a_retried_identical_request_is_still_the_same_task(sim_server: SimulatorServer) -> None:
+    """Each submit gets a fresh secret, but only its hash goes into the row: the request the
+    duplicate check compares is the caller's, so a host's retry pays nothing more."""
+    sim_server.simulator.processing_seconds = 120
+    with callback_server(sim_server.url) as server:
+        async with client(server.url) as remote:
+            first, again = [
+                task_of(await remote.call_tool("generate_video", {"prompt": "Retried", "wait_seconds": 0}))
+                for _ in range(2)
+            ]
+    assert again.task_id == first.task_id and again.note and "nothing new was paid" in again.note
+    assert len(sim_server.simulator.submits()) == 1
+
+
+async def test_a_passthrough_callers_wait_wakes_on_their_own_tasks_callback(sim_server: SimulatorServer) -> None:
+    """The route names no tenant: it records through the row's own (a hash of the caller's
+    token), which is the view the caller's wait watches."""
+    sim = sim_server.simulator
+    sim.processing_seconds = 2
+    with callback_server(sim_server.url, token=None, LUMA_MCP_AUTH="passthrough") as server:
+        async with client(server.url, TOKEN_A) as remote:
+            made = await remote.call_tool("generate_video", {"prompt": "Mine alone", "wait_seconds": 20})
+            answered_at = time.time()
+    task = task_of(made)
+    assert task.status == "succeeded", task
+    assert answered_at - sim.tasks[task.task_id].finishes_at < WAKE_WITHIN_SECONDS
+    assert task_reads(sim, task.task_id) == 0  # the answer came from the ledger, in the caller's tenant
