@@ -9,8 +9,9 @@ tasks go on upstream and `get_task` finds them later.
 
 Given the ledger, a wait also wakes the moment one of its tasks is recorded finished (by a
 callback, or a poll elsewhere; on PostgreSQL by any replica) and answers from the ledger,
-with no upstream read. When a callback of ours is expected for every task it waits on, it
-polls only as a safety net (`PollSchedule.safety_net`).
+with no upstream read. Whether a look asks the API at all is `fetch`'s rule
+(`VideoService.fetch`): a task whose callback is due is read upstream only as a safety net
+(`PollSchedule.safety_net`), so its looks on schedule read the ledger and memory.
 """
 
 from __future__ import annotations
@@ -60,13 +61,12 @@ class PollSchedule:
 
     @property
     def safety_net(self) -> float:
-        """Seconds between upstream reads of tasks whose callback will wake the wait (the
-        looks in between read only the ledger): four times the longest poll interval, at
-        least a minute (60 s with the defaults, against polls 5 s apart backing off to 15 s).
-        A 90-s video waited on with the default 45-s calls is then read upstream once (the
-        first call's last look) instead of about nine times. The price, should a callback
-        never come (an unreachable public URL, a provider that drops it): the answer waits
-        for the next upstream look, at most one call's wait later."""
+        """Seconds between upstream reads of a task whose callback will say when it is done
+        (the looks in between read the ledger, and memory): four times the longest poll
+        interval, at least a minute (60 s with the defaults, against polls 5 s apart backing
+        off to 15 s). A 90-s video is then read upstream once or twice instead of about nine
+        times. The price, should a callback never come (an unreachable public URL, a provider
+        that drops it): the answer lags the video by up to this long."""
         return max(self.maximum * 4, 60.0)
 
     def delays(self, age: float = 0.0) -> Iterator[float]:
@@ -100,13 +100,19 @@ class RecentReads:
         # Keyed by tenant too: one caller's read must never answer another's question.
         self._reads: dict[tuple[str, str], tuple[float, TaskResult]] = {}
 
-    def fresh(self, tenant: str, task_ids: list[str]) -> dict[str, TaskResult]:
+    def fresh(self, tenant: str, task_ids: list[str], within: float | None = None) -> dict[str, TaskResult]:
+        """Results read less than `within` seconds ago (default `min_interval`); a running
+        task's `elapsed_seconds` counts the time since."""
         now = anyio.current_time()
+        within = self.min_interval if within is None else within
         found = {}
         for task_id in task_ids:
             read = self._reads.get((tenant, task_id))
-            if read is not None and now - read[0] < self.min_interval:
-                found[task_id] = read[1]
+            if read is not None and (age := now - read[0]) < within:
+                result = read[1]
+                if result.elapsed_seconds is not None and not result.status.finished and age >= 1:
+                    result = result.model_copy(update={"elapsed_seconds": round(result.elapsed_seconds + age, 1)})
+                found[task_id] = result
         return found
 
     def remember(self, tenant: str, results: dict[str, TaskResult]) -> None:
@@ -128,8 +134,8 @@ class TenantReads:
     reads: RecentReads
     tenant: str
 
-    def fresh(self, task_ids: list[str]) -> dict[str, TaskResult]:
-        return self.reads.fresh(self.tenant, task_ids)
+    def fresh(self, task_ids: list[str], within: float | None = None) -> dict[str, TaskResult]:
+        return self.reads.fresh(self.tenant, task_ids, within)
 
     def remember(self, results: dict[str, TaskResult]) -> None:
         self.reads.remember(self.tenant, results)
@@ -167,14 +173,9 @@ async def wait_for_tasks(
     deadline = start + budget
     with ExitStack() as watching:
         woken = _watch(watching, ledger, results)
-        expected = await _look_in_ledger(ledger, results)
+        await _look_in_ledger(ledger, results)
         delays = schedule.delays(age)
         next_poll = start + next(delays)
-        # While a callback is due, the looks on schedule read the ledger only (a callback
-        # another process recorded is seen there, with no announcement); the API is asked
-        # once a safety net's interval has passed without news, and at the last look, so the
-        # answer is fresh (and the model's next call, made at once, reads nothing again).
-        upstream_due = start + schedule.safety_net if expected else start
         last_poll = polled_at = start
         while any(not r.status.finished for r in results.values()):
             now = anyio.current_time()
@@ -190,18 +191,14 @@ async def wait_for_tasks(
                     # while we look still wakes the next sleep. The finished ones read from
                     # the ledger, with no upstream request.
                     woken = _watch(watching, ledger, results)
-                if expected and not was_woken and now < min(upstream_due, deadline):
-                    await _look_in_ledger(ledger, results)
-                else:
-                    unfinished = [task_id for task_id, r in results.items() if not r.status.finished]
-                    try:
-                        results.update(await fetch(unfinished))
-                        polled_at = anyio.current_time()
-                    except LumaError as exc:
-                        if not exc.transient:
-                            raise
-                        log.warning("Checking tasks failed, will look again: %s", exc)
-                    upstream_due = anyio.current_time() + (schedule.safety_net if expected else 0.0)
+                unfinished = [task_id for task_id, r in results.items() if not r.status.finished]
+                try:
+                    results.update(await fetch(unfinished))
+                    polled_at = anyio.current_time()
+                except LumaError as exc:
+                    if not exc.transient:
+                        raise
+                    log.warning("Checking tasks failed, will look again: %s", exc)
                 last_poll = anyio.current_time()
                 next_poll = last_poll + next(delays)
                 if next_poll > deadline and deadline - last_poll >= schedule.min_interval:
@@ -223,23 +220,20 @@ def _watch(watching: ExitStack, ledger: Finishes | None, results: dict[str, Task
     return event
 
 
-async def _look_in_ledger(ledger: Finishes | None, results: dict[str, TaskResult]) -> bool:
-    """Take the tasks the ledger has finished (no upstream read); whether a callback of ours
-    is due for every task still unfinished. The first look comes once the watch is in place,
-    so a task recorded finished just before the wait began is seen."""
+async def _look_in_ledger(ledger: Finishes | None, results: dict[str, TaskResult]) -> None:
+    """Take the tasks the ledger has finished (no upstream read). Done once the watch is in
+    place, so a task recorded finished just before the wait began is seen."""
     if ledger is None:
-        return False
+        return
     unfinished = [task_id for task_id, r in results.items() if not r.status.finished]
     try:
         entries = await ledger.find(unfinished)
     except LedgerError as exc:  # the polls go on as without a ledger
         log.debug("waiting without the ledger: %s", exc)
-        return False
+        return
     for task_id, entry in entries.items():
         if entry.finished and entry.result is not None:
             results[task_id] = entry.result
-    still = [i for i in unfinished if not results[i].status.finished]
-    return bool(still) and all(i in entries and entries[i].callback_expected for i in still)
 
 
 async def _sleep(seconds: float, stop: threading.Event | None, woken: anyio.Event | None = None) -> bool:

@@ -148,7 +148,7 @@ async def test_only_the_right_secret_for_the_right_task_records_anything(
             assert (await deliver(server, secret, succeeded_body(sim_server.url, other_id))).status_code == 404
             assert rows(ledger) == before
             seen = await remote.call_tool("get_task", {"task_id": task_id})
-            assert seen.structured_content["tasks"][0]["status"] == "processing"  # the forgery left no trace
+            assert seen.structured_content["tasks"][0]["status"] == "pending"  # the forgery left no trace
             # The right secret and task: recorded, and the next read comes from the ledger.
             assert (await deliver(server, secret, succeeded_body(sim_server.url, task_id))).status_code == 204
             reads = task_reads(sim, task_id)
@@ -161,8 +161,9 @@ async def test_only_the_right_secret_for_the_right_task_records_anything(
             failed = {"success": False, "task_id": task_id, "error": {"code": "api_error", "message": "late"}}
             assert (await deliver(server, secret, failed)).status_code == 204
             assert rows(ledger) == after
+            # As the submit answered: its callback is due, so no read upstream yet.
             untouched = await remote.call_tool("get_task", {"task_id": other_id})
-            assert untouched.structured_content["tasks"][0]["status"] == "processing"
+            assert untouched.structured_content["tasks"][0]["status"] == "pending"
             # The documented failure body, through the other task's own secret.
             failure = {**example("platform-generic-callback-failure.json"), "task_id": other_id, "trace_id": "tr-1"}
             failure["error"] = {"code": "api_error", "message": "The video provider failed."}

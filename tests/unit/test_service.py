@@ -8,16 +8,19 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 
+from luma_mcp.callbacks import CallbackIssuer
 from luma_mcp.client import LumaClient
 from luma_mcp.errors import ServiceError
 from luma_mcp.ledger import SQLiteLedger
 from luma_mcp.models import GenerateRequest, TaskStatus
+from luma_mcp.results import TaskResult
 from luma_mcp.service import VideoService
 from luma_mcp.simulator import Simulator, SimulatorServer
 
-from ..helpers.common import make_settings
+from ..helpers.common import FAST_SCHEDULE, make_settings
 from ..helpers.service import no_report, service_for
 
 pytestmark = pytest.mark.anyio
@@ -49,6 +52,35 @@ async def test_submit_then_wait_until_it_succeeds(service: VideoService, sim: Si
     reads = sim.count("/luma/tasks")
     assert (await service.fetch([submitted.task_id]))[submitted.task_id].status is TaskStatus.SUCCEEDED
     assert sim.count("/luma/tasks") == reads
+
+
+async def test_a_task_whose_callback_is_due_is_read_upstream_only_as_a_safety_net(
+    sim_server: SimulatorServer, luma: LumaClient, tmp_path: Path
+) -> None:
+    sim = sim_server.simulator
+    sim.processing_seconds = 3600  # still running throughout
+    ledger = SQLiteLedger(tmp_path / "ledger.sqlite3")
+    try:
+        service = service_for(make_settings(sim_server.url), ledger, luma)
+        plain = await service.submit(GenerateRequest(prompt="no callback"), report=no_report, **NO_KEY)
+        service.callbacks = CallbackIssuer("http://127.0.0.1:9")  # its callbacks would come there
+        called_back = await service.submit(LANTERN, report=no_report, **NO_KEY)
+        assert ["callback_url" in body for body in sim.submits()] == [False, True]
+        await anyio.sleep(FAST_SCHEDULE.min_interval * 2)  # past the ordinary floor between reads
+        for _ in range(3):
+            found = await service.fetch([called_back.task_id])
+            assert found[called_back.task_id].status is TaskStatus.PENDING
+            assert found[called_back.task_id].elapsed_seconds is not None
+        assert sim.count("/luma/tasks") == 0  # the submit's answer stands until the safety net
+        await service.fetch([plain.task_id])
+        assert sim.count("/luma/tasks") == 1  # no callback due: read on the ordinary schedule
+        # Its callback recorded (as the route records it): answered from the ledger, still no read.
+        done = TaskResult(task_id=called_back.task_id, status=TaskStatus.SUCCEEDED, video_url="https://x/v.mp4")
+        await ledger.for_tenant("").record([done])
+        assert (await service.fetch([called_back.task_id]))[called_back.task_id] == done
+        assert sim.count("/luma/tasks") == 1
+    finally:
+        ledger.close()
 
 
 async def test_an_identical_request_reuses_the_task_and_pays_once(service: VideoService, sim: Simulator) -> None:

@@ -1,7 +1,7 @@
 """The one waiting loop: the poll schedule backs off within its bounds, and a wait polls on
 schedule, reports between polls and takes a last look as its budget ends; given the ledger,
-it wakes when a task is recorded finished, and polls only as a safety net while a callback
-is due."""
+it wakes when a task is recorded finished. (Whether a look asks the API, a callback being
+due, is `VideoService.fetch`'s rule: test_service.py.)"""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from luma_mcp.config import Settings
 from luma_mcp.ledger import SQLiteLedger, TenantLedger
 from luma_mcp.models import TaskStatus
 from luma_mcp.results import TaskResult
-from luma_mcp.waiting import Fetch, PollSchedule, wait_for_tasks
+from luma_mcp.waiting import Fetch, PollSchedule, RecentReads, wait_for_tasks
 
 
 def test_poll_schedule_backs_off_to_its_maximum_and_respects_the_floor() -> None:
@@ -126,8 +126,12 @@ async def silent(progress: float, total: float | None, message: str) -> None:
     return None
 
 
+# A first look 30 s out: within these tests' seconds, only a wake explains a look.
+WAKE_ONLY = PollSchedule(first=30, maximum=30, heartbeat=0.1, min_interval=0.05)
+
+
 @pytest.mark.anyio
-async def test_a_task_recorded_finished_wakes_the_wait_which_polls_only_as_a_safety_net(tmp_path: Path) -> None:
+async def test_a_task_recorded_finished_wakes_the_wait_at_once(tmp_path: Path) -> None:
     view = await accepted_tasks(tmp_path, ["t"], callback=True)
     looks: list[float] = []
     pending = {"t": TaskResult(task_id="t", status=TaskStatus.PENDING)}
@@ -135,12 +139,12 @@ async def test_a_task_recorded_finished_wakes_the_wait_which_polls_only_as_a_saf
         tg.start_soon(finish_later, view, "t", 0.6)
         start = anyio.current_time()
         results = await wait_for_tasks(
-            counting_fetch(view, looks), pending, budget=20, schedule=SLOW, report=silent, ledger=view
+            counting_fetch(view, looks), pending, budget=20, schedule=WAKE_ONLY, report=silent, ledger=view
         )
         took = anyio.current_time() - start
     assert results["t"].status is TaskStatus.SUCCEEDED
-    assert 0.6 <= took < 1.5  # woken; the schedule alone would look every 0.1-0.2 s, the safety net after 60 s
-    assert len(looks) == 1 and looks[0] >= 0.6  # no poll before the wake: the callback was due
+    assert 0.6 <= took < 1.5  # woken; the schedule's first look is 30 s out
+    assert len(looks) == 1 and looks[0] >= 0.6  # one look, the wake's (it reads the ledger: no upstream)
 
 
 @pytest.mark.anyio
@@ -169,7 +173,7 @@ async def test_a_wait_on_several_tasks_watches_again_after_each_wake(tmp_path: P
         tg.start_soon(finish_later, view, "a", 0.3)
         tg.start_soon(finish_later, view, "b", 0.9)
         results = await wait_for_tasks(
-            counting_fetch(view, looks), pending, budget=20, schedule=SLOW, report=silent, ledger=view
+            counting_fetch(view, looks), pending, budget=20, schedule=WAKE_ONLY, report=silent, ledger=view
         )
     assert all(r.status is TaskStatus.SUCCEEDED for r in results.values())
     assert len(looks) == 2 and 0.3 <= looks[0] < 0.9 <= looks[1] < 1.8, looks
@@ -184,37 +188,20 @@ async def test_a_task_finished_before_the_wait_began_is_seen_at_once(tmp_path: P
     stale = {"t": TaskResult(task_id="t", status=TaskStatus.PROCESSING)}
     with anyio.fail_after(2):
         results = await wait_for_tasks(
-            counting_fetch(view, looks), stale, budget=20, schedule=SLOW, report=silent, ledger=view
+            counting_fetch(view, looks), stale, budget=20, schedule=WAKE_ONLY, report=silent, ledger=view
         )
     assert results["t"].status is TaskStatus.SUCCEEDED and looks == []
 
 
 @pytest.mark.anyio
-async def test_a_callback_recorded_by_another_process_is_found_in_the_ledger_without_the_api(
-    tmp_path: Path,
-) -> None:
-    """Processes sharing an SQLite file hear no announcement from each other: while the
-    callback is due, the looks on schedule read the ledger, and the API is not asked."""
-    view = await accepted_tasks(tmp_path, ["t"], callback=True)
-    other_process = SQLiteLedger(tmp_path / "ledger.sqlite3").for_tenant("")  # its own Finishes
-    looks: list[float] = []
-    pending = {"t": TaskResult(task_id="t", status=TaskStatus.PENDING)}
-    schedule = PollSchedule(first=0.3, maximum=0.3, heartbeat=0.1, min_interval=0.05)
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(finish_later, other_process, "t", 0.5)
-        start = anyio.current_time()
-        results = await wait_for_tasks(
-            counting_fetch(view, looks), pending, budget=20, schedule=schedule, report=silent, ledger=view
-        )
-        took = anyio.current_time() - start
-    assert results["t"].status is TaskStatus.SUCCEEDED and looks == []  # from the ledger, not upstream
-    assert 0.5 <= took < 1.5  # the first look after it (0.6 s), not the safety net (60 s)
-
-
-@pytest.mark.anyio
-async def test_with_a_callback_due_and_no_news_the_api_is_asked_once_as_the_wait_ends(tmp_path: Path) -> None:
-    view = await accepted_tasks(tmp_path, ["t"], callback=True)
-    looks: list[float] = []
-    pending = {"t": TaskResult(task_id="t", status=TaskStatus.PENDING)}
-    await wait_for_tasks(counting_fetch(view, looks), pending, budget=1.0, schedule=SLOW, report=silent, ledger=view)
-    assert len(looks) == 1 and looks[0] >= 0.95, looks  # polled every 0.1-0.2 s without a callback due
+async def test_recent_reads_answer_within_their_age_and_count_the_time_since() -> None:
+    reads = RecentReads(min_interval=0.05).for_tenant("alice")
+    reads.remember({"t": TaskResult(task_id="t", status=TaskStatus.PROCESSING, elapsed_seconds=10)})
+    assert reads.fresh(["t"])["t"].elapsed_seconds == 10
+    assert RecentReads.for_tenant(reads.reads, "bob").fresh(["t"]) == {}  # one tenant's read is not another's
+    await anyio.sleep(0.1)
+    assert reads.fresh(["t"]) == {}  # older than min_interval
+    assert reads.fresh(["t"], within=60)["t"].elapsed_seconds == 10  # under a second later: as read
+    reads.reads._reads[("alice", "t")] = (anyio.current_time() - 30, reads.reads._reads[("alice", "t")][1])
+    assert reads.fresh(["t"], within=60)["t"].elapsed_seconds == 40  # read 30 s ago: 30 s older now
+    assert reads.fresh(["t"], within=20) == {}
