@@ -4,11 +4,13 @@ generate_video and extend_video: a task handle at once, then `tasks/get` until t
 What this module guarantees:
 - only a client that declared the extension on *this* request (modern protocol) gets a task
   handle; every other client gets exactly the results it got before, and its tasks/get,
-  tasks/update and tasks/cancel answer -32021 (tasks/result and tasks/list are not bound: -32601);
+  tasks/update and tasks/cancel answer -32021 (-32601 on an older protocol, where they are not
+  bound; tasks/result and tasks/list are never bound: -32601);
 - a handle is answered only once the ledger row, the submit and its acceptance are written (the
   tool runs as always, with its wait skipped), so tasks/get resolves it at once, on any process
-  sharing the ledger; validation errors and refusals stay plain `isError` results, and a reused
-  task that is already finished is answered plainly, as the tool would;
+  sharing the ledger (should the ledger fail just then, the handle still comes, saying so, and
+  tasks/get follows the task through the API); validation errors and refusals stay plain
+  `isError` results, and a reused task that is already finished is answered plainly;
 - the task id is our task id, and every lookup goes through the caller's tenant: another tenant's
   id reads as unknown (-32602), like a made-up one;
 - one status mapping, `task_view`: the status comes from the same reads as get_task
@@ -17,9 +19,10 @@ What this module guarantees:
   the provider failed is `completed` with that failed result (the spec keeps `failed` for
   JSON-RPC errors, so we never use it); a read that fails stays `working`, with a message;
 - tasks/cancel tells the truth: the provider cannot stop a generation, so cancel only stops
-  following it (`unfollowed_at` in the ledger). The task then reads `cancelled`, with a message
-  that it may still finish and be charged; get_task and list_tasks keep showing what really
-  happens. A task already finished when cancelled stays `completed`;
+  following it (`unfollowed_at` in the ledger), which the handle's status line says before
+  anyone cancels. The task then reads `cancelled`, with a message that it may still finish and
+  be charged; get_task and list_tasks keep showing what really happens. A task recorded
+  finished before the cancel stays `completed` (the ledger orders the two, not the clocks);
 - nothing here is heavy: it loads with the stdio server (imports already loaded by the player).
 
 No task notifications are sent: the SDK's `subscriptions/listen` (2.3) acknowledges only its own
@@ -31,6 +34,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from contextlib import suppress
 from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -60,6 +64,9 @@ TASKS_ID = "io.modelcontextprotocol/tasks"
 TASK_TOOLS = frozenset({"generate_video", "extend_video"})
 # Set around the tool call of a declaring client: the tool then submits without waiting.
 TASK_MODE: ContextVar[bool] = ContextVar("luma_mcp_task_mode", default=False)
+_CANCEL_TRUTH = (
+    "Cancelling only stops following it: Luma cannot stop a generation, so it may still finish and be charged."
+)
 _MODERN = frozenset(MODERN_PROTOCOL_VERSIONS)
 
 
@@ -89,17 +96,18 @@ def task_view(
     maps our state to a task status, for the handle and for every tasks/get.
 
     `result` is the task's current result (`VideoService.fetch`), `entry` its ledger row as
-    read before that, `trouble` why it could not be checked just now (it then stays working)."""
+    it is after that read, `trouble` why it could not be checked just now (it then stays
+    working, and is asked about again at the slowest poll interval)."""
     now = time.time() if now is None else now
-    moved_on = entry is None or entry.result is None or entry.result.status != result.status
     created = entry.created_at if entry is not None else now - (result.elapsed_seconds or 0.0)
     view: dict[str, Any] = {
         "taskId": result.task_id,
         "createdAt": _iso(created),
-        "lastUpdatedAt": _iso(now if moved_on else max(created, entry.updated_at if entry else now)),
+        # When the row last changed (a status recorded); without a row, nothing is known to have.
+        "lastUpdatedAt": _iso(max(created, entry.updated_at) if entry is not None else created),
         "ttlMs": None,  # rows are kept; the video's URL expires, which download_video is for
     }
-    if entry is not None and _unfollowed(entry):
+    if entry is not None and entry.unfollowed_at is not None:
         return view | {
             "status": "cancelled",
             "statusMessage": (
@@ -116,18 +124,12 @@ def task_view(
             "result": final.model_dump(by_alias=True, mode="json", exclude_none=True),
         }
     message = trouble or status_line(result)
+    next_check = schedule.maximum if trouble else schedule.next_check(result.elapsed_seconds or 0.0)
     return view | {
         "status": "working",
         "statusMessage": f"{result.note} {message}" if result.note else message,
-        "pollIntervalMs": round(schedule.next_check(result.elapsed_seconds or 0.0) * 1000),
+        "pollIntervalMs": round(next_check * 1000),
     }
-
-
-def _unfollowed(entry: LedgerEntry) -> bool:
-    """Cancelled: tasks/cancel stopped following it before it was known to be finished (a
-    row's `updated_at` moves only with its status, and `unfollow` leaves it alone)."""
-    cancelled_at = entry.unfollowed_at
-    return cancelled_at is not None and not (entry.finished and entry.updated_at <= cancelled_at)
 
 
 class TasksExtension(Extension):
@@ -169,6 +171,8 @@ class TasksExtension(Extension):
         view = task_view(submitted, entry, state.schedule, next_wait=state.settings.wait_seconds)
         if view["status"] != "working":
             return outcome
+        # Said before anyone cancels: a host shows "cancelled", which reads as "not charged".
+        view["statusMessage"] += f" {_CANCEL_TRUTH}"
         return {"resultType": "task", **view}
 
     async def _get(self, ctx: ServerRequestContext[Any, Any], params: TaskRef) -> HandlerResult:
@@ -184,24 +188,32 @@ class TasksExtension(Extension):
         require_client_extension(ctx, TASKS_ID)
         service = _service(ctx)
         task_id = params.task_id
-        result, entry, _ = await _current(service, task_id, in_ledger=True)
-        if entry is not None and not result.status.finished and entry.unfollowed_at is None:
-            try:
-                unfollowed = await service.caller.ledger.unfollow(task_id)
-            except LedgerUnavailable as exc:
+        ledger = service.caller.ledger
+        try:
+            entry = (await ledger.find([task_id])).get(task_id)
+            if entry is None:  # never recorded here (a failing ledger at submit), or not theirs
+                result, _, _ = await _current(service, task_id)  # -32602 when it is no task of theirs
+                if result.status.finished:
+                    return {"resultType": "complete"}  # nothing to stop following
                 raise MCPError(
-                    INTERNAL_ERROR, f"Could not cancel task {task_id} just now ({exc}). Try again."
-                ) from None
-            if unfollowed is None:
-                raise _unknown(task_id)
+                    INTERNAL_ERROR,
+                    f"Task {task_id} could not be recorded here when it was submitted, so it cannot be marked as "
+                    "no longer followed; it goes on either way (get_task shows it).",
+                )
+            if entry.unfollowed_at is None and not entry.finished:
+                with suppress(LumaError):  # a finish nobody has read yet wins over the cancel
+                    await service.fetch([task_id], known={task_id: entry})
+                await ledger.unfollow(task_id)  # only if still running: the ledger orders the two
+        except LedgerUnavailable as exc:
+            raise MCPError(INTERNAL_ERROR, f"Could not cancel task {task_id} just now ({exc}). Try again.") from None
         return {"resultType": "complete"}
 
     async def _update(self, ctx: ServerRequestContext[Any, Any], params: TaskRef) -> HandlerResult:
+        """Nothing to update: this server never asks for input, so it acknowledges (input it
+        did not ask for is ignored) once the task is known to be the caller's."""
         require_client_extension(ctx, TASKS_ID)
-        raise MCPError(
-            INVALID_PARAMS,
-            f"Task {params.task_id} takes no input: this server never asks for any. Follow it with tasks/get.",
-        )
+        await _current(_service(ctx), params.task_id)
+        return {"resultType": "complete"}
 
 
 def _service(ctx: ServerRequestContext[Any, Any]) -> VideoService:
@@ -211,19 +223,14 @@ def _service(ctx: ServerRequestContext[Any, Any]) -> VideoService:
         raise MCPError(INVALID_REQUEST, str(exc)) from None
 
 
-async def _current(
-    service: VideoService, task_id: str, *, in_ledger: bool = False
-) -> tuple[TaskResult, LedgerEntry | None, str | None]:
-    """The task's result, its ledger row, and why it could not be checked (None: it was).
-    `in_ledger`: only a task with a ledger row will do (what cancel can mark)."""
+async def _current(service: VideoService, task_id: str) -> tuple[TaskResult, LedgerEntry | None, str | None]:
+    """The task's result, its ledger row as it is after that read, and why it could not be
+    checked (None: it was); -32602 when it is no task of the caller's."""
+    ledger = service.caller.ledger
     try:
-        entry = (await service.caller.ledger.find([task_id])).get(task_id)
-    except LedgerUnavailable as exc:  # the API still knows the task, and whose it is
-        if in_ledger:
-            raise MCPError(INTERNAL_ERROR, f"Could not reach the task ledger just now ({exc}). Try again.") from None
+        entry = (await ledger.find([task_id])).get(task_id)
+    except LedgerUnavailable:  # the API still knows the task, and whose it is
         entry = None
-    if in_ledger and entry is None:
-        raise _unknown(task_id)
     if entry is not None and entry.unfollowed_at is not None:  # no longer followed: no reads for it
         return entry.result or TaskResult(task_id=task_id, status=TaskStatus.PENDING), entry, None
     try:
@@ -237,6 +244,9 @@ async def _current(
         return known, entry, f"Could not check task {task_id} just now ({exc}); it goes on. Ask again later."
     if result is None:
         raise _unknown(task_id)
+    if entry is not None and (entry.result is None or entry.result.status != result.status):
+        with suppress(LedgerUnavailable):  # the read recorded a new status: when, the row says
+            entry = (await ledger.find([task_id])).get(task_id, entry)
     return result, entry, None
 
 

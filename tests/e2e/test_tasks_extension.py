@@ -91,6 +91,7 @@ async def test_a_declaring_client_gets_a_handle_at_once_after_the_row_and_the_su
     assert created.status == "working" and created.ttl_ms is None
     assert created.poll_interval_ms == round(FAST_SCHEDULE.first * 1000)
     assert created.task_id in (created.status_message or "")
+    assert "may still finish and be charged" in (created.status_message or "")  # said before any cancel
     assert datetime.fromisoformat(created.created_at) <= datetime.fromisoformat(created.last_updated_at)
 
 
@@ -103,6 +104,8 @@ async def test_tasks_get_goes_from_working_to_the_result_get_task_gives(
     final = await extension.follow(client.session, created)
     statuses = [task.status for task in extension.seen]
     assert statuses[0] == "working" and statuses[-1] == "completed" and set(statuses) == {"working", "completed"}
+    updated = [datetime.fromisoformat(task.last_updated_at) for task in [created, *extension.seen]]
+    assert updated == sorted(updated) and updated[-1] > updated[0]  # never back in time; moved with the status
     working = extension.seen[0]
     assert working.result is None and working.poll_interval_ms is not None
     assert working.poll_interval_ms >= FAST_SCHEDULE.min_interval * 1000
@@ -170,6 +173,7 @@ async def test_a_read_error_keeps_the_task_working(tasks: tuple[Client, TasksCli
     troubled = await get_task(client.session, created.task_id)
     assert troubled.status == "working" and troubled.result is None
     assert troubled.status_message and "Could not check" in troubled.status_message
+    assert troubled.poll_interval_ms == round(FAST_SCHEDULE.maximum * 1000)  # a struggling API is asked less
     slow_sim.clear_faults()
 
 
@@ -179,6 +183,9 @@ async def test_cancel_stops_following_the_task_not_the_video(
     client, _ = tasks
     created = await submit(client, "A kite over dunes", idempotency_key="kite-1")
     assert isinstance(created, CreatedTask)
+    # Nothing to update (no input is ever asked for): acknowledged, and nothing changes.
+    assert (await update_task(client.session, created.task_id)).result_type == "complete"
+    assert (await get_task(client.session, created.task_id)).status == "working"
     assert (await cancel_task(client.session, created.task_id)).result_type == "complete"
     cancelled = await get_task(client.session, created.task_id)
     assert cancelled.status == "cancelled" and cancelled.result is None and cancelled.poll_interval_ms is None
@@ -222,9 +229,11 @@ async def test_cancel_of_a_finished_task_leaves_it_completed(tasks: tuple[Client
 
 class FailingAfterReserve(SQLiteLedger):
     """A real SQLite ledger whose store fails ("disk I/O error", as SQLite says it) from the
-    moment a submit's row is reserved: the task id can then be kept only in memory."""
+    moment a submit's row is reserved: the task id can then be kept only in memory. With
+    `reads_work`, only its writes fail."""
 
     broken = False
+    reads_work = False
 
     async def _reserve(self, *args: Any, **kwargs: Any) -> Any:
         reservation = await super()._reserve(*args, **kwargs)
@@ -232,7 +241,7 @@ class FailingAfterReserve(SQLiteLedger):
         return reservation
 
     async def _transaction(self, work: Any, *, write: bool) -> Any:
-        if self.broken:
+        if self.broken and (write or not self.reads_work):
             raise sqlite3.OperationalError("disk I/O error")
         return await super()._transaction(work, write=write)
 
@@ -250,6 +259,28 @@ async def test_a_handle_whose_task_the_ledger_could_not_record_still_resolves(
             assert "could not record" in (created.status_message or "")  # the person is told
             final = await extension.follow(client.session, created)  # tasks/get asks the API then
             assert TaskResult.model_validate(final.structured_content).status == "succeeded"
+    finally:
+        ledger.close()
+
+
+async def test_a_task_the_ledger_could_not_record_cannot_be_cancelled_and_says_why(
+    sim_server: SimulatorServer, slow_sim: Simulator, tmp_path: Path
+) -> None:
+    ledger = FailingAfterReserve(tmp_path / "failing.sqlite3")
+    ledger.reads_work = True  # the row is there, its task id is not: nothing to mark
+    extension = TasksClient()
+    server = create_server(make_settings(sim_server.url), schedule=FAST_SCHEDULE, ledger=ledger)
+    try:
+        async with Client(server, extensions=[extension]) as client:
+            created = await submit(client, "A lantern on a pier")
+            assert isinstance(created, CreatedTask)
+            with pytest.raises(MCPError) as refused:
+                await cancel_task(client.session, created.task_id)
+            assert refused.value.error.code == -32603  # not "unknown": tasks/get finds it
+            assert "could not be recorded here" in refused.value.error.message
+            assert (await get_task(client.session, created.task_id)).status == "working"
+            await extension.follow(client.session, created)  # done: nothing left to stop following
+            assert (await cancel_task(client.session, created.task_id)).result_type == "complete"
     finally:
         ledger.close()
 
@@ -313,6 +344,7 @@ def http_tasks_client(url: str, bearer: str, extension: TasksClient | None = Non
 
 async def test_another_tenants_task_is_unknown(sim_server: SimulatorServer) -> None:
     sim_server.simulator.valid_tokens = {TOKEN_A, TOKEN_B}
+    sim_server.simulator.processing_seconds = 60  # still running when bob tries: a cancel would show
     server = HttpServer(http_env(sim_server, LUMA_MCP_AUTH="passthrough")).wait_ready()
     try:
         async with http_tasks_client(server.url, TOKEN_A) as alice:
@@ -325,7 +357,7 @@ async def test_another_tenants_task_is_unknown(sim_server: SimulatorServer) -> N
                     await method(bob.session, created.task_id)
                 assert stolen.value.error.code == -32602
         async with http_tasks_client(server.url, TOKEN_A) as alice:
-            assert (await get_task(alice.session, created.task_id)).status != "cancelled"  # bob changed nothing
+            assert (await get_task(alice.session, created.task_id)).status == "working"  # bob changed nothing
     finally:
         server.stop()
 

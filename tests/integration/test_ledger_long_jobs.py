@@ -66,6 +66,16 @@ async def test_unfollow_is_the_tenants_own_and_the_first_time_counts(ledger: Led
     assert entry.result == DONE and entry.unfollowed_at == first.unfollowed_at
 
 
+async def test_a_task_recorded_finished_is_not_unfollowed(ledger: Ledger) -> None:
+    """A cancel that comes after the finish is committed changes nothing, whatever the clocks:
+    the database decides which came first."""
+    await accepted(ledger, "alice", "t1")
+    alice = ledger.for_tenant("alice")
+    await alice.record([DONE])
+    after = await alice.unfollow("t1")
+    assert after is not None and after.finished and after.unfollowed_at is None
+
+
 async def test_recording_a_finish_wakes_the_waits_on_it(ledger: Ledger) -> None:
     await accepted(ledger, "alice", "t1")
     await accepted(ledger, "alice", "t2")

@@ -139,9 +139,10 @@ class Statements(NamedTuple):
         "WHERE tenant = {tenant} AND task_id = {task_id} "
         "AND (status IS NULL OR status NOT IN (SELECT value FROM {finished:rows}))"
     )
+    # Only while it runs: the database orders a cancel and a finish, whatever the clocks say.
     unfollow: str = (
         "UPDATE tasks SET unfollowed_at = {now} WHERE tenant = {tenant} AND task_id = {task_id} "
-        "AND unfollowed_at IS NULL"
+        "AND unfollowed_at IS NULL AND (status IS NULL OR status NOT IN (SELECT value FROM {finished:rows}))"
     )
     entry: str = "SELECT * FROM tasks WHERE row_id = {row_id} AND tenant = {tenant}"
     find: str = "SELECT * FROM tasks WHERE tenant = {tenant} AND task_id IN (SELECT value FROM {task_ids:rows})"

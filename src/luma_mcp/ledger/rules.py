@@ -265,10 +265,11 @@ class Ledger(Store):
         self.finishes.wake(finished)
 
     async def _unfollow(self, tenant: str, task_id: str) -> LedgerEntry | None:
-        """Mark the task as no longer followed (MCP Tasks' cancel); the first time counts."""
+        """Mark the task as no longer followed (MCP Tasks' cancel), unless it is recorded
+        finished already; the first time counts."""
 
         def work(db: Scoped) -> LedgerEntry | None:
-            db.run(self.sql.unfollow, now=time.time(), task_id=task_id)
+            db.run(self.sql.unfollow, now=time.time(), task_id=task_id, finished=_FINISHED)
             rows = db.all(self.sql.find, task_ids=json.dumps([task_id]))
             return self._entry(rows[0]) if rows else None
 
