@@ -84,10 +84,26 @@ class Callback:
 
 
 class CallbackIssuer:
-    """Makes each submit's callback URL under the server's public URL."""
+    """Makes each submit's callback URL under the server's public URL, and knows whether
+    callbacks are arriving.
+
+    Only a callback that arrived proves the provider reaches this server (a public URL can be
+    right for people and wrong for the provider: a proxy without the route, a firewall). So
+    polling is stretched to a safety net (`VideoService.fetch`) only while callbacks arrive:
+    until the first, or once none has come for `TRUST_SECONDS`, waits poll as without them."""
+
+    TRUST_SECONDS = 3600.0
 
     def __init__(self, public_url: str) -> None:
         self.base = public_url.rstrip("/") + CALLBACK_PREFIX
+        self._arrived_at: float | None = None  # the last genuine callback (its secret known)
+
+    def arrived(self) -> None:
+        self._arrived_at = time.monotonic()
+
+    def arriving(self) -> bool:
+        """Whether a genuine callback came here within the last `TRUST_SECONDS`."""
+        return self._arrived_at is not None and time.monotonic() - self._arrived_at < self.TRUST_SECONDS
 
     def issue(self) -> Callback:
         secret = secrets.token_urlsafe(SECRET_BYTES)
@@ -100,8 +116,9 @@ class CallbackIssuer:
 class CallbackReceiver:
     """The endpoint the provider POSTs to (see the module's docstring for its rules)."""
 
-    def __init__(self, ledger: Ledger) -> None:
+    def __init__(self, ledger: Ledger, issuer: CallbackIssuer) -> None:
         self.ledger = ledger
+        self.issuer = issuer
         self.misses = KeyedBuckets(per_minute=MISSES_PER_MINUTE, burst=MISSES_PER_MINUTE)
         self._pruned_at = 0.0
 
@@ -146,6 +163,7 @@ class CallbackReceiver:
         if named is not None and named != entry.task_id:  # one leaked secret writes one task, no other
             self.misses.spend(address)
             return _plain(404, "Unknown callback.")
+        self.issuer.arrived()  # a secret we issued, for its own task: the provider reaches us
         task_id = entry.task_id
         result = _result(task_id, payload, entry.prompt, entry.created_at)
         if result is None:

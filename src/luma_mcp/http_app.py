@@ -272,7 +272,7 @@ def create_http_app(
     if oauth is not None:
         app.router.routes.extend(oauth.routes)
     if issuer is not None and shared is not None:
-        app.router.routes.append(CallbackReceiver(shared).route())
+        app.router.routes.append(CallbackReceiver(shared, issuer).route())
     held: list[AbstractAsyncContextManager[Any]] = [*([checks] if checks else []), *([oauth] if oauth else [])]
     if edge is not None:  # last in, first out: the listener stops before the sign-in closes a shared ledger
         held.append(edge)

@@ -53,9 +53,10 @@ class VideoService:
     async def fetch(self, task_ids: list[str], known: dict[str, LedgerEntry] | None = None) -> dict[str, TaskResult]:
         """Current results: finished tasks from the ledger, tasks read under a poll interval
         ago from memory, the rest with one upstream request (a batch for several). A task
-        whose callback is due is read upstream only once a safety net's time has passed
-        (`PollSchedule.safety_net`): the callback records it, and wakes the waits, when it is
-        done. `known`: these tasks' ledger rows, when the caller has just read them."""
+        whose callback is due, while callbacks are arriving here, is read upstream only once a
+        safety net's time has passed (`PollSchedule.safety_net`): the callback records it, and
+        wakes the waits, when it is done. `known`: these tasks' ledger rows, when the caller
+        has just read them."""
         caller = self.caller
         if known is None:
             try:
@@ -66,7 +67,7 @@ class VideoService:
         results = {i: e.result for i, e in known.items() if e.result is not None and e.finished}
         results |= caller.reads.fresh([i for i in task_ids if i not in results])
         called_back = [i for i in task_ids if i not in results and i in known and known[i].callback_expected]
-        if called_back:
+        if called_back and self.callbacks is not None and self.callbacks.arriving():
             results |= caller.reads.fresh(called_back, within=self.schedule.safety_net)
         missing = [i for i in task_ids if i not in results]
         if len(missing) == 1:

@@ -202,6 +202,13 @@ class Simulator:
         with self._lock:
             self._faults.clear()
 
+    def forget(self) -> None:
+        """Forget every task, request and callback so far (what a warm-up left behind)."""
+        with self._lock:
+            self.tasks.clear()
+            self.requests.clear()
+            self.callbacks.clear()
+
     def count(self, path: str) -> int:
         with self._lock:
             return sum(1 for r in self.requests if r.path == path)
