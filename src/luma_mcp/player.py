@@ -105,7 +105,7 @@ def add_player(settings: Settings) -> Apps:
         """For the player view: current status of its tasks, and when to ask again."""
         ids = list(dict.fromkeys(task_ids))
         service = video_service(ctx)
-        results = await answer(service.fetch(ids))
+        results = await answer(service.fetch(ids, routine=True))  # the view polls on its own
         tasks = [results[i] for i in ids if i in results]
         running = [t.elapsed_seconds or 0.0 for t in tasks if not t.status.finished]
         view = TaskStatusView(

@@ -50,13 +50,17 @@ class VideoService:
 
     # --- reading and waiting ---------------------------------------------------------------
 
-    async def fetch(self, task_ids: list[str], known: dict[str, LedgerEntry] | None = None) -> dict[str, TaskResult]:
+    async def fetch(
+        self, task_ids: list[str], known: dict[str, LedgerEntry] | None = None, *, routine: bool = False
+    ) -> dict[str, TaskResult]:
         """Current results: finished tasks from the ledger, tasks read under a poll interval
-        ago from memory, the rest with one upstream request (a batch for several). A task
-        whose callback is due, while callbacks are arriving here, is read upstream only once a
+        ago from memory, the rest with one upstream request (a batch for several). A `routine`
+        look (a wait's look on schedule, a host's or the player's polling) at a task whose
+        callback is due, while callbacks are arriving here, reads it upstream only once a
         safety net's time has passed (`PollSchedule.safety_net`): the callback records it, and
-        wakes the waits, when it is done. `known`: these tasks' ledger rows, when the caller
-        has just read them."""
+        wakes the waits, when it is done. What the model asks itself, and the answer a wait
+        ends with, are read as usual. `known`: these tasks' ledger rows, when the caller has
+        just read them."""
         caller = self.caller
         if known is None:
             try:
@@ -67,7 +71,7 @@ class VideoService:
         results = {i: e.result for i, e in known.items() if e.result is not None and e.finished}
         results |= caller.reads.fresh([i for i in task_ids if i not in results])
         called_back = [i for i in task_ids if i not in results and i in known and known[i].callback_expected]
-        if called_back and self.callbacks is not None and self.callbacks.arriving():
+        if routine and called_back and self.callbacks is not None and self.callbacks.arriving():
             results |= caller.reads.fresh(called_back, within=self.schedule.safety_net)
         missing = [i for i in task_ids if i not in results]
         if len(missing) == 1:

@@ -234,7 +234,8 @@ async def _current(service: VideoService, task_id: str) -> tuple[TaskResult, Led
     if entry is not None and entry.unfollowed_at is not None:  # no longer followed: no reads for it
         return entry.result or TaskResult(task_id=task_id, status=TaskStatus.PENDING), entry, None
     try:
-        result = (await service.fetch([task_id], known={} if entry is None else {task_id: entry})).get(task_id)
+        rows = {} if entry is None else {task_id: entry}
+        result = (await service.fetch([task_id], known=rows, routine=True)).get(task_id)  # a host's polling
     except LumaError as exc:
         if entry is None:
             raise MCPError(

@@ -10,8 +10,9 @@ tasks go on upstream and `get_task` finds them later.
 Given the ledger, a wait also wakes the moment one of its tasks is recorded finished (by a
 callback, or a poll elsewhere; on PostgreSQL by any replica) and answers from the ledger,
 with no upstream read. Whether a look asks the API at all is `fetch`'s rule
-(`VideoService.fetch`): a task whose callback is due is read upstream only as a safety net
-(`PollSchedule.safety_net`), so its looks on schedule read the ledger and memory.
+(`VideoService.fetch`): the looks on schedule are `routine`, and a task whose callback is due
+is then read upstream only as a safety net (`PollSchedule.safety_net`); the last look, whose
+result the caller gets, is not.
 """
 
 from __future__ import annotations
@@ -34,7 +35,14 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-Fetch = Callable[[list[str]], Awaitable[dict[str, TaskResult]]]
+
+class Fetch(Protocol):
+    """Current results of these tasks (`VideoService.fetch`). `routine`: a look on schedule,
+    not the one an answer is made of, so it may be answered from what is known (see there)."""
+
+    def __call__(self, task_ids: list[str], /, *, routine: bool = False) -> Awaitable[dict[str, TaskResult]]: ...
+
+
 # How long a stopping server (stdio or HTTP) lets calls in flight answer before it cuts them off.
 SHUTDOWN_GRACE_SECONDS = 10
 
@@ -191,9 +199,11 @@ async def wait_for_tasks(
                     # while we look still wakes the next sleep. The finished ones read from
                     # the ledger, with no upstream request.
                     woken = _watch(watching, ledger, results)
+                # The last look (no other will follow before the budget ends) is the answer's.
+                last = next_poll >= deadline or now + schedule.min_interval > deadline
                 unfinished = [task_id for task_id, r in results.items() if not r.status.finished]
                 try:
-                    results.update(await fetch(unfinished))
+                    results.update(await fetch(unfinished, routine=was_woken or not last))
                     polled_at = anyio.current_time()
                 except LumaError as exc:
                     if not exc.transient:

@@ -67,22 +67,24 @@ async def test_a_task_whose_callback_is_due_is_read_upstream_only_as_a_safety_ne
         called_back = await service.submit(LANTERN, report=no_report, **NO_KEY)
         assert ["callback_url" in body for body in sim.submits()] == [False, True]
         await anyio.sleep(FAST_SCHEDULE.min_interval * 2)  # past the ordinary floor between reads
-        await service.fetch([called_back.task_id])
+        await service.fetch([called_back.task_id], routine=True)
         assert sim.count("/luma/tasks") == 1  # no callback has arrived yet: polled as without one
         issuer.arrived()  # one has: the provider reaches this server
         await anyio.sleep(FAST_SCHEDULE.min_interval * 2)
         for _ in range(3):
-            found = await service.fetch([called_back.task_id])
+            found = await service.fetch([called_back.task_id], routine=True)
             assert found[called_back.task_id].status is TaskStatus.PROCESSING
             assert found[called_back.task_id].elapsed_seconds is not None
         assert sim.count("/luma/tasks") == 1  # the last read stands until the safety net
-        await service.fetch([plain.task_id])
+        await service.fetch([plain.task_id], routine=True)
         assert sim.count("/luma/tasks") == 2  # no callback due: read on the ordinary schedule
-        # Its callback recorded (as the route records it): answered from the ledger, still no read.
+        await service.fetch([called_back.task_id])
+        assert sim.count("/luma/tasks") == 3  # not routine (the model asks, a wait's answer): read as usual
+        # Its callback recorded (as the route records it): answered from the ledger, with no read.
         done = TaskResult(task_id=called_back.task_id, status=TaskStatus.SUCCEEDED, video_url="https://x/v.mp4")
         await ledger.for_tenant("").record([done])
         assert (await service.fetch([called_back.task_id]))[called_back.task_id] == done
-        assert sim.count("/luma/tasks") == 2
+        assert sim.count("/luma/tasks") == 3
     finally:
         ledger.close()
 

@@ -61,7 +61,7 @@ async def test_wait_loop_polls_on_schedule_and_reports_between_polls() -> None:
     polls: list[float] = []
     start = anyio.current_time()
 
-    async def fetch(ids: list[str]) -> dict[str, TaskResult]:
+    async def fetch(ids: list[str], *, routine: bool = False) -> dict[str, TaskResult]:
         polls.append(anyio.current_time() - start)
         status = TaskStatus.SUCCEEDED if len(polls) >= 3 else TaskStatus.PROCESSING
         return {i: TaskResult(task_id=i, status=status, elapsed_seconds=1) for i in ids}
@@ -80,7 +80,7 @@ async def test_wait_loop_ends_at_its_budget_with_a_last_look() -> None:
     polls: list[float] = []
     start = anyio.current_time()
 
-    async def fetch(ids: list[str]) -> dict[str, TaskResult]:
+    async def fetch(ids: list[str], *, routine: bool = False) -> dict[str, TaskResult]:
         polls.append(anyio.current_time() - start)
         return {i: TaskResult(task_id=i, status=TaskStatus.PROCESSING) for i in ids}
 
@@ -105,12 +105,14 @@ async def accepted_tasks(tmp_path: Path, task_ids: list[str], *, callback: bool)
     return view
 
 
-def counting_fetch(view: TenantLedger, looks: list[float]) -> Fetch:
+def counting_fetch(view: TenantLedger, looks: list[float], routines: list[bool] | None = None) -> Fetch:
     """A fetch that answers from the ledger, as `VideoService.fetch` does for finished tasks."""
     start = anyio.current_time()
 
-    async def fetch(ids: list[str]) -> dict[str, TaskResult]:
+    async def fetch(ids: list[str], *, routine: bool = False) -> dict[str, TaskResult]:
         looks.append(anyio.current_time() - start)
+        if routines is not None:
+            routines.append(routine)
         found = await view.find(ids)
         return {i: e.result or TaskResult(task_id=i, status=TaskStatus.PROCESSING) for i, e in found.items()}
 
@@ -205,3 +207,18 @@ async def test_recent_reads_answer_within_their_age_and_count_the_time_since() -
     reads.reads._reads[("alice", "t")] = (anyio.current_time() - 30, reads.reads._reads[("alice", "t")][1])
     assert reads.fresh(["t"], within=60)["t"].elapsed_seconds == 40  # read 30 s ago: 30 s older now
     assert reads.fresh(["t"], within=20) == {}
+
+
+@pytest.mark.anyio
+async def test_only_the_last_look_of_a_wait_is_not_routine(tmp_path: Path) -> None:
+    """The looks on schedule may be answered from what is known; the one the caller gets may not."""
+    view = await accepted_tasks(tmp_path, ["t"], callback=True)
+    looks: list[float] = []
+    routines: list[bool] = []
+    pending = {"t": TaskResult(task_id="t", status=TaskStatus.PENDING)}
+    schedule = PollSchedule(first=0.2, maximum=0.2, heartbeat=0.1, min_interval=0.05)
+    await wait_for_tasks(
+        counting_fetch(view, looks, routines), pending, budget=1.0, schedule=schedule, report=silent, ledger=view
+    )
+    assert len(routines) >= 3 and routines[-1] is False and all(routines[:-1]), (looks, routines)
+    assert looks[-1] >= 0.95  # the last look comes as the budget ends
