@@ -11,7 +11,8 @@
 - `finishes`: waits woken when a task is recorded finished (and, on PostgreSQL, by NOTIFY
   from any replica);
 - `sqlite` and `postgres`: the two backends (`postgres` is imported only when
-  `LUMA_LEDGER_URL` is set, and is the only module that imports psycopg).
+  `LUMA_LEDGER_URL` is set); `listen`: PostgreSQL's LISTEN loop for the HTTP server. These
+  two are the only modules that import psycopg.
 """
 
 from __future__ import annotations
