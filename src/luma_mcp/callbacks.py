@@ -9,14 +9,16 @@ HTTP-only (imported lazily by `http_app`; stdio never loads it). What it guarant
   little and trusts nothing: a secret of the wrong shape or a body that is not a JSON
   object of at most 64 KiB is refused before the database is asked; unknown secrets, and a
   body naming another task than the secret's, answer 404 and write nothing, within a budget
-  of misses per client address (429 beyond). A known secret touches only its own row,
-  through its tenant's ledger view (`Ledger.for_tenant`).
+  of misses per client address (429 beyond) and in all (503 beyond). A known secret touches
+  only its own row, through its tenant's ledger view (`Ledger.for_tenant`); a row whose
+  submit's answer was lost takes the task id its callback names, if that task is not known.
 - A finished result is recorded like a poll's (the same conversion `get_task` uses), which
   wakes waiting calls in this process and, on PostgreSQL, in every replica. The answer is
   2xx only once the result is durable (a failing ledger answers 503, and the provider tries
   again); a repeated delivery changes nothing. No upstream request is made on this path.
   A body whose shape we do not know only wakes the waits here, which then look upstream:
   the provider's real callback body is not documented, and polling stays the safety net.
+  Only a delivery of a finished video counts as callbacks arriving (`CallbackIssuer.arrived`).
 """
 
 from __future__ import annotations
@@ -41,13 +43,13 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from luma_mcp.errors import LedgerError, LumaError
-from luma_mcp.models import VideoResult
+from luma_mcp.models import SubmitState, TaskStatus, VideoResult
 from luma_mcp.results import TaskResult, from_video_result
 from luma_mcp.token_checks import KeyedBuckets, client_key
 
 if TYPE_CHECKING:
     from luma_mcp.config import Settings
-    from luma_mcp.ledger import Ledger
+    from luma_mcp.ledger import Ledger, LedgerEntry
 
 log = logging.getLogger(__name__)
 
@@ -55,10 +57,14 @@ CALLBACK_PREFIX = "/callbacks/luma/"
 # secrets.token_urlsafe(32): 32 random bytes in url-safe base64, unpadded.
 SECRET_BYTES = 32
 SECRET_SHAPE = re.compile(r"[A-Za-z0-9_-]{43}")
+TASK_ID_SHAPE = re.compile(r"[A-Za-z0-9_-]{1,128}")  # what a task id may be to be written down
 MAX_BODY_BYTES = 64 * 1024
 # Misses (a malformed or unknown secret, a body for another task) one client address may
 # cause: the provider never misses, so only guessing spends this.
 MISSES_PER_MINUTE = 30
+# And all addresses together: a guess costs a ledger lookup, and many addresses must not
+# keep the store busy (beyond it, 503: the provider tries again, and polling covers it).
+ALL_MISSES_PER_MINUTE = 600
 RETRY_AFTER_SECONDS = 1  # a row still waiting for its task id, or a failing ledger
 PRUNE_EVERY_SECONDS = 3600.0
 
@@ -120,6 +126,7 @@ class CallbackReceiver:
         self.ledger = ledger
         self.issuer = issuer
         self.misses = KeyedBuckets(per_minute=MISSES_PER_MINUTE, burst=MISSES_PER_MINUTE)
+        self.all_misses = KeyedBuckets(per_minute=ALL_MISSES_PER_MINUTE, burst=ALL_MISSES_PER_MINUTE)
         self._pruned_at = 0.0
 
     def route(self) -> Route:
@@ -130,18 +137,22 @@ class CallbackReceiver:
         wait = self.misses.wait(address)
         if wait > 0:
             return Response(status_code=429, headers={"Retry-After": str(math.ceil(wait))})
+        if self.all_misses.wait("") > 0:
+            return _busy()
         secret = str(request.path_params.get("secret", ""))
         if not SECRET_SHAPE.fullmatch(secret):
-            self.misses.spend(address)
+            self._missed(address)
             return _plain(400, "Not a callback address of this server.")
         body = await _bounded_body(request)
         if body is None:
+            self._missed(address)
             return _plain(413, f"A callback body is at most {MAX_BODY_BYTES} bytes.")
         try:
             payload = json.loads(body)
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: [[[[... nested deep
             payload = None
         if not isinstance(payload, dict):
+            self._missed(address)
             return _plain(400, "A callback body is a JSON object.")
         try:
             return await self._deliver(secret, payload, address)
@@ -152,28 +163,53 @@ class CallbackReceiver:
             log.error("A callback failed inside luma-mcp (%s); polling will find the task.", type(exc).__name__)
             return _busy()
 
+    def _missed(self, address: str) -> None:
+        self.misses.spend(address)
+        self.all_misses.spend("")
+
     async def _deliver(self, secret: str, payload: dict[str, Any], address: str) -> Response:
         entry = await self.ledger.by_callback(callback_hash(secret))
         if entry is None:
-            self.misses.spend(address)
+            self._missed(address)
             return _plain(404, "Unknown callback.")
-        if entry.task_id is None:  # the callback beat the submit's answer: ask to be sent again
-            return _busy()
         named = payload.get("task_id")
+        if entry.task_id is None:
+            if entry.state is SubmitState.SENDING:  # the callback beat the submit's answer: send it again
+                return _busy()
+            # The submit's answer was lost (the row reads `lost`): the provider's delivery, by
+            # this row's own secret, names the task that was paid for. Found again, not lost.
+            entry = await self._recover(entry, named)
+            if entry is None:
+                return Response(status_code=204)  # nothing to recover it with: stop sending
         if named is not None and named != entry.task_id:  # one leaked secret writes one task, no other
-            self.misses.spend(address)
+            self._missed(address)
             return _plain(404, "Unknown callback.")
-        self.issuer.arrived()  # a secret we issued, for its own task: the provider reaches us
         task_id = entry.task_id
+        assert task_id is not None
         result = _result(task_id, payload, entry.prompt, entry.created_at)
         if result is None:
-            # A shape we cannot read: the waits here look upstream, where the truth is.
+            # A shape we cannot read: the waits here look upstream, where the truth is (a woken
+            # look is not a routine one). It proves nothing about callbacks, so no `arrived`.
             log.info("callback for task %s had a body luma-mcp does not know; waits look upstream", task_id)
             self.ledger.finishes.wake([task_id])
-        elif result.status.finished and not entry.finished:
-            await self.ledger.for_tenant(entry.tenant).record([result])
-            log.info("callback: task %s %s", task_id, result.status.value)
+        elif result.status.finished:
+            if not entry.finished:
+                await self.ledger.for_tenant(entry.tenant).record([result])
+                log.info("callback: task %s %s", task_id, result.status.value)
+            self.issuer.arrived()  # a finished video, by a secret we issued: callbacks work
         return Response(status_code=204, background=self._prune_now_and_then())
+
+    async def _recover(self, entry: LedgerEntry, named: object) -> LedgerEntry | None:
+        """Give a `lost` row the task id its callback names, unless that task is already known."""
+        if not isinstance(named, str) or not TASK_ID_SHAPE.fullmatch(named):
+            return None
+        view = self.ledger.for_tenant(entry.tenant)
+        if await view.find([named]):
+            return None
+        pending = TaskResult(task_id=named, status=TaskStatus.PENDING, prompt=entry.prompt)
+        await view.accept(entry.row_id, named, pending)
+        log.warning("Task %s, whose submit's answer was lost, was found again through its callback.", named)
+        return await view.entry(entry.row_id)
 
     def _prune_now_and_then(self) -> BackgroundTask | None:
         now = time.monotonic()

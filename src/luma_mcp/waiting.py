@@ -203,7 +203,9 @@ async def wait_for_tasks(
                 last = next_poll >= deadline or now + schedule.min_interval > deadline
                 unfinished = [task_id for task_id, r in results.items() if not r.status.finished]
                 try:
-                    results.update(await fetch(unfinished, routine=was_woken or not last))
+                    # Woken: the ledger has the finished task (no read); a wake it cannot answer
+                    # (a callback of unknown shape, another task of a batch) asks upstream.
+                    results.update(await fetch(unfinished, routine=not (was_woken or last)))
                     polled_at = anyio.current_time()
                 except LumaError as exc:
                     if not exc.transient:

@@ -162,7 +162,7 @@ async def test_only_the_right_secret_for_the_right_task_records_anything(
             failed = {"success": False, "task_id": task_id, "error": {"code": "api_error", "message": "late"}}
             assert (await deliver(server, secret, failed)).status_code == 204
             assert rows(ledger) == after
-            # As the submit answered: its callback is due, so no read upstream yet.
+            # The forgery did not touch the other task either.
             untouched = await remote.call_tool("get_task", {"task_id": other_id})
             assert untouched.structured_content["tasks"][0]["status"] == "pending"
             # The documented failure body, through the other task's own secret.
@@ -191,6 +191,7 @@ async def test_malformed_deliveries_are_refused_before_the_ledger(
         assert (await deliver(server, secret + "x", body)).status_code == 400
         assert (await deliver(server, secret, b"{not json")).status_code == 400
         assert (await deliver(server, secret, b"[1, 2]")).status_code == 400
+        assert (await deliver(server, secret, b"[" * 60000)).status_code == 400  # too deep for json: no 500
         # A JSON object of a shape we do not know: taken (204), only wakes waits here to look upstream.
         assert (await deliver(server, secret, {"task_id": task_id, "progress": 0.5})).status_code == 204
         oversized = json.dumps({**body, "padding": "x" * 65536}).encode()
@@ -206,6 +207,58 @@ async def test_malformed_deliveries_are_refused_before_the_ledger(
             assert (await http.post(url, content=trickle())).status_code == 413
             assert (await http.get(url)).status_code == 405
         assert rows(private_folders / "ledger.sqlite3") == before
+
+
+async def test_a_callback_of_unknown_shape_makes_the_waiting_call_look_upstream(sim_server: SimulatorServer) -> None:
+    """The provider's real body may not be the one we know: such a delivery only wakes the
+    wait, whose next look must then ask the API (not answer from what it read before, as its
+    looks on schedule may once callbacks are seen to arrive)."""
+    sim = sim_server.simulator
+    sim.processing_seconds = 120  # the simulator's own callbacks come long after this test
+    with callback_server(sim_server.url) as server:
+        async with client(server.url) as remote:
+            warm = task_of(await remote.call_tool("generate_video", {"prompt": "Warm", "wait_seconds": 0}))
+            genuine = succeeded_body(sim_server.url, warm.task_id)
+            assert (await deliver(server, secret_in(callback_url(sim, "Warm")), genuine)).status_code == 204
+            answers: list[CallToolResult] = []
+
+            async def wait_for_it() -> None:
+                answers.append(await remote.call_tool("generate_video", {"prompt": "Late", "wait_seconds": 20}))
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(wait_for_it)
+                await until(lambda: any(b.get("prompt") == "Late" for b in sim.submits()), 5, "the submit")
+                await anyio.sleep(1.5)  # the call is waiting, past the 1-s floor between reads of a task
+                [late] = [t for t in sim.tasks.values() if t.request.get("prompt") == "Late"]
+                late.starts_at = late.finishes_at = time.time()  # done upstream; its own callback far off
+                body = {"task_id": late.id, "progress": 1.0}  # a shape we do not know
+                delivered_at = time.monotonic()
+                assert (await deliver(server, secret_in(callback_url(sim, "Late")), body)).status_code == 204
+            took = time.monotonic() - delivered_at
+    assert task_of(answers[0]).status == "succeeded"  # polls 30 s apart: only the woken look explains it
+    assert took < WAKE_WITHIN_SECONDS * 2, f"answered {took:.2f} s after the wake"
+
+
+async def test_a_callback_finds_again_a_task_whose_submit_answer_was_lost(
+    sim_server: SimulatorServer, private_folders: Path
+) -> None:
+    """The API took the submit but its answer never arrived: the row reads `lost`, with no task
+    id. The provider's callback, by that row's own secret, names the task that was paid for."""
+    sim = sim_server.simulator
+    sim.processing_seconds = 1.0
+    sim.inject("drop", "/luma/videos", after_processing=True)
+    with callback_server(sim_server.url) as server:
+        async with client(server.url) as remote:
+            dropped = await remote.call_tool("generate_video", {"prompt": "Dropped", "wait_seconds": 0})
+            assert dropped.is_error and "lost" in text_of(dropped)
+            [task] = sim.tasks.values()
+            await until(lambda: bool(sim.callbacks), 10, "the simulator's callback")
+            listed = (await remote.call_tool("list_tasks", {})).structured_content
+            assert listed is not None
+            assert [(t["task_id"], t["status"]) for t in listed["tasks"]] == [(task.id, "succeeded")]
+            found = await remote.call_tool("get_task", {"task_id": task.id})
+            assert found.structured_content is not None and found.structured_content["tasks"][0]["video_url"]
+    assert sim.count("/luma/videos") == 1
 
 
 async def test_a_flood_of_unknown_secrets_is_cut_off(sim_server: SimulatorServer, private_folders: Path) -> None:
@@ -357,7 +410,7 @@ async def test_a_callback_landing_on_another_replica_wakes_the_wait(
         assert all(secret not in cell for cell in cells)
 
 
-async def test_the_listener_reconnects_and_wakes_every_waiter_once(postgres_url: str) -> None:
+async def test_the_listener_wakes_every_waiter_once_each_time_it_starts_listening(postgres_url: str) -> None:
     from luma_mcp.ledger.listen import listen_for_finishes
 
     class Recorder:
@@ -380,12 +433,12 @@ async def test_the_listener_reconnects_and_wakes_every_waiter_once(postgres_url:
         await until(lambda: bool(listeners(postgres_url)), 10, "listening")
         await anyio.to_thread.run_sync(notify, "first")
         await until(lambda: recorder.woken == ["first"], 5, "the first wake")
-        assert recorder.all_woken == 0
+        assert recorder.all_woken == 1  # waits begun before it listened: announced to nobody
         killed = await anyio.to_thread.run_sync(terminate_listeners, postgres_url)
-        await until(lambda: bool(listeners(postgres_url) - killed) and recorder.all_woken > 0, 15, "listening again")
+        await until(lambda: bool(listeners(postgres_url) - killed) and recorder.all_woken > 1, 15, "listening again")
         await anyio.to_thread.run_sync(notify, "second")
         await until(lambda: recorder.woken == ["first", "second"], 5, "the wake after the cut")
-        assert recorder.all_woken == 1  # once per reconnect
+        assert recorder.all_woken == 2  # once more per reconnect
         tg.cancel_scope.cancel()
 
 
@@ -398,7 +451,8 @@ async def test_callbacks_turned_off_leave_submits_and_rows_as_before(
     with callback_server(sim_server.url, LUMA_MCP_CALLBACKS=False) as server:
         async with client(server.url) as remote:
             task_of(await remote.call_tool("generate_video", {"prompt": "Off", "wait_seconds": 0}))
-        assert (await deliver(server, secrets.token_urlsafe(32), {})).status_code == 404  # no such route
+        refused = await deliver(server, secrets.token_urlsafe(32), {})
+        assert refused.status_code == 404 and "Unknown callback" not in refused.text  # no such route
     assert ["callback_url" in body for body in sim_server.simulator.submits()] == [False]
     with sqlite3.connect(private_folders / "ledger.sqlite3") as db:
         assert db.execute("SELECT callback_hash FROM tasks").fetchall() == [(None,)]

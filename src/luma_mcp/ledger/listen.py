@@ -9,8 +9,8 @@ would echo between replicas). What it guarantees:
 - A lost connection (a restarted database, a terminated backend, a network cut seen by the
   periodic liveness check) is opened again with a bounded, growing backoff; it never ends
   the server, and its log lines name the host and database, never the password.
-- Notifications sent while it was not listening are gone, so once it listens again it
-  wakes every waiter here once: each then reads the ledger (finished rows cost no upstream
+- Notifications sent while it was not listening are gone, so each time it starts listening
+  it wakes every waiter here once: each then reads the ledger (finished rows cost no upstream
   read). Between the loss and that wake a waiter falls back on its own polls.
 """
 
@@ -58,7 +58,9 @@ async def listen_for_finishes(url: str, finishes: Wakes, *, channel: str = FINIS
                 await connection.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
                 if listened_before:
                     log.info("Listening for finished tasks on %s again", where)
-                    finishes.wake_all()  # what finished meanwhile was announced to nobody here
+                # What finished while nobody here listened (before a reconnect, or before the
+                # first LISTEN, for waits that began meanwhile) was announced to nobody.
+                finishes.wake_all()
                 listened_before = True
                 delay = BACKOFF_FIRST_SECONDS
                 await _relay(connection, finishes)
