@@ -79,7 +79,8 @@ async def submit_once(
         result = TaskResult(
             task_id=accepted.task_id, status=TaskStatus.PENDING, prompt=request.prompt, elapsed_seconds=0
         )
-        caller.reads.remember({result.task_id: result})  # the API's answer is as fresh as a read
+        if callback is not None:  # the first read its safety net counts from (`VideoService.fetch`)
+            caller.reads.remember({result.task_id: result})
         result = await _record_answer(caller, entry, request, result)
     log.info("submitted %s task %s", request.action, accepted.task_id)
     await report(0, None, f"Task {accepted.task_id}: submitted")
