@@ -22,7 +22,6 @@ from collections.abc import Awaitable
 from typing import TYPE_CHECKING
 
 import anyio
-from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, stop_after_delay, wait_exponential
 
 from luma_mcp.caller import Caller
 from luma_mcp.config import Settings
@@ -133,6 +132,8 @@ async def _record_answer(caller: Caller, entry: LedgerEntry, request: VideoReque
     """Write the accepted task id, retrying briefly; if the ledger still fails, the id is kept
     in memory (identical calls get it at once, the next working write stores it), logged,
     and told to the caller: it is never only in a call that failed."""
+    from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, stop_after_delay, wait_exponential
+
     task_id = result.task_id
     try:
         async for attempt in AsyncRetrying(

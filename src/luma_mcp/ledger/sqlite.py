@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import TypeVar
 
 import anyio
-from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_random
 
 from luma_mcp.errors import LedgerUnavailable
 from luma_mcp.ledger.queries import CALLBACK_TEMPLATES, GRANT_TEMPLATES, TEMPLATES, Dialect
@@ -82,6 +81,8 @@ class SQLiteLedger(Ledger):
     def _use_wal(db: sqlite3.Connection) -> None:
         # Switching a new file to WAL needs an exclusive lock that SQLite does not wait for
         # through busy_timeout, so two processes opening a fresh ledger at once take turns here.
+        from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_random  # not at start-up
+
         for attempt in Retrying(
             retry=retry_if_exception(lambda exc: isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc)),
             wait=wait_random(0.005, 0.05),
