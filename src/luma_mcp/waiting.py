@@ -149,7 +149,7 @@ class TenantReads:
         self.reads.remember(self.tenant, results)
 
 
-class Finishes(Protocol):
+class WaitLedger(Protocol):
     """What a wait may ask of one tenant's ledger (a `TenantLedger`), never the API."""
 
     def watch(self, task_ids: Collection[str]) -> AbstractContextManager[anyio.Event]: ...
@@ -166,7 +166,7 @@ async def wait_for_tasks(
     report: Report,
     age: float = 0.0,
     stop: threading.Event | None = None,
-    ledger: Finishes | None = None,
+    ledger: WaitLedger | None = None,
 ) -> dict[str, TaskResult]:
     """Poll until every task in `results` is finished or `budget` seconds have passed.
 
@@ -220,7 +220,7 @@ async def wait_for_tasks(
     return results
 
 
-def _watch(watching: ExitStack, ledger: Finishes | None, results: dict[str, TaskResult]) -> anyio.Event | None:
+def _watch(watching: ExitStack, ledger: WaitLedger | None, results: dict[str, TaskResult]) -> anyio.Event | None:
     """Watch the unfinished tasks (in place of any earlier watch): the event is set when one
     of them is recorded finished."""
     if ledger is None:
@@ -232,7 +232,7 @@ def _watch(watching: ExitStack, ledger: Finishes | None, results: dict[str, Task
     return event
 
 
-async def _look_in_ledger(ledger: Finishes | None, results: dict[str, TaskResult]) -> None:
+async def _look_in_ledger(ledger: WaitLedger | None, results: dict[str, TaskResult]) -> None:
     """Take the tasks the ledger has finished (no upstream read). Done once the watch is in
     place, so a task recorded finished just before the wait began is seen."""
     if ledger is None:
