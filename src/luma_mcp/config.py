@@ -34,6 +34,7 @@ class SettingsError(ValueError):
 MAX_KEYS_FILE_BYTES = 1_000_000
 # A Content-Security-Policy host source: scheme, host (a leading *. allowed), optional port.
 _MEDIA_ORIGIN = re.compile(r"https?://(\*\.)?[A-Za-z0-9.-]+(:[0-9]{1,5})?")
+_SCHEME = re.compile(r"[a-z][a-z0-9+.-]{0,63}")  # RFC 3986 §3.1, lower-cased
 
 
 def _read_keys_file(path: Path) -> list[str]:
@@ -142,6 +143,8 @@ class Settings(BaseSettings):
     oauth_access_seconds: int = Field(default=3600, ge=60, le=86_400, validation_alias="LUMA_MCP_OAUTH_ACCESS_SECONDS")
     oauth_grant_days: float = Field(default=30, gt=0, le=365, validation_alias="LUMA_MCP_OAUTH_GRANT_DAYS")
     oauth_max_clients: int = Field(default=10_000, ge=1, validation_alias="LUMA_MCP_OAUTH_MAX_CLIENTS")
+    # Redirect schemes without a period that apps may register (Cursor's predates RFC 8252's reverse-domain advice).
+    oauth_app_schemes: str = Field(default="cursor", validation_alias="LUMA_MCP_OAUTH_APP_SCHEMES")
 
     # The player view (MCP Apps) may load media only from these origins, and the API's own.
     media_domains: str = Field(
@@ -189,6 +192,10 @@ class Settings(BaseSettings):
         """The server keys of LUMA_MCP_OAUTH_KEY: the first seals, every one opens (rotation)."""
         return split_list(self.oauth_key.get_secret_value()) if self.oauth_key else []
 
+    def oauth_app_scheme_set(self) -> frozenset[str]:
+        """LUMA_MCP_OAUTH_APP_SCHEMES, lower-cased (as URLs carry schemes)."""
+        return frozenset(scheme.lower() for scheme in split_list(self.oauth_app_schemes))
+
     def _check_oauth(self) -> None:
         if self.auth_mode is None:
             raise ValueError(
@@ -201,6 +208,12 @@ class Settings(BaseSettings):
                 "LUMA_MCP_OAUTH=true needs LUMA_MCP_OAUTH_KEY, the key that seals sign-ins (and, with "
                 f"passthrough, people's API tokens) at rest. Make one with: {NEW_OAUTH_KEY_COMMAND}"
             )
+        for scheme in self.oauth_app_scheme_set():
+            if not _SCHEME.fullmatch(scheme) or scheme in ("http", "https"):
+                raise ValueError(
+                    f"LUMA_MCP_OAUTH_APP_SCHEMES has {scheme!r}, which is not an app's URL scheme: give scheme names "
+                    "such as cursor, comma-separated, without a colon"
+                )
         for number, key in enumerate(keys, start=1):
             if not _is_fernet_key(key):
                 raise ValueError(

@@ -106,13 +106,12 @@ def test_what_the_authorization_server_refuses(sim_server: SimulatorServer, priv
             assert raw.register(client_name="Raw").status_code == 201
             # An unknown redirect URI is answered here, never redirected to; a loopback one may change port.
             unknown = raw.authorize(redirect_uri="https://attacker.example/cb")
-            assert unknown.status_code == 400 and "not registered" in unknown.json()["error_description"]
+            assert unknown.status_code == 400 and "not registered" in unknown.text
             assert raw.authorize(redirect_uri="http://127.0.0.1:50999/callback").status_code == 302
             assert raw.authorize(redirect_uri="http://127.0.0.1:50999/other").status_code == 400
-            # A token for another resource is refused, back at the client with its state.
-            elsewhere = location_query(raw.authorize(resource="https://other.example/mcp", state="s-9"))
-            assert elsewhere["error"] == "invalid_target" and elsewhere["state"] == "s-9"
-            assert elsewhere["iss"] == server.url  # RFC 9207, on errors too
+            # A token for another resource is refused, on a page of ours (see the test below).
+            elsewhere = raw.authorize(resource="https://other.example/mcp", state="s-9")
+            assert elsewhere.status_code == 400 and "invalid_target" in elsewhere.text
             # The page without its cookie, or with another, is a forged post.
             page = raw.sign_in_page()
             assert TOKEN_A not in page.text and 'type="password"' in page.text
@@ -203,9 +202,112 @@ def test_a_flood_of_sign_in_attempts_is_slowed_per_address(sim_server: Simulator
             assert set(tokens[:50]) == {400} and tokens[-1] == 429
             # A visit with a request that was not sealed here (or altered) stores and shows nothing.
             assert http.get("/signin", params={"request": "forged"}).status_code == 400
+            # Views of the page (each looks its client up and sends the page), posts included: 60 a minute.
+            views = [http.get(page.url) for _ in range(60)]
+            assert [view.status_code for view in views[:35]] == [200] * 35 and views[-1].status_code == 429
+            assert "Too many sign-in page views" in views[-1].text and int(views[-1].headers["retry-after"]) >= 1
+            assert views[-1].headers["content-type"].startswith("text/html")
+            assert raw.submit(page, TOKEN_A).status_code == 429
     finally:
         server.stop()
     assert sim_server.simulator.count("/luma/tasks") <= 5  # each refused guess was checked at most once upstream
+
+
+def ledger_clients(private_folders: Path) -> tuple[int, int]:
+    """How many clients the ledger holds, and the bytes of their records."""
+    with sqlite3.connect(private_folders / "ledger.sqlite3") as db:
+        rows, size = db.execute("SELECT count(*), coalesce(sum(length(info)), 0) FROM oauth_clients").fetchone()
+    return int(rows), int(size)
+
+
+def test_a_flood_of_registrations_stores_a_few_kilobytes(sim_server: SimulatorServer, private_folders: Path) -> None:
+    server = passthrough_server(sim_server)
+    try:
+        with httpx.Client(base_url=server.url, timeout=30) as http:
+            # A stranger's huge body is refused before anything parses it.
+            body = b'{"redirect_uris": ["http://127.0.0.1:1/cb"], "client_name": "' + b"N" * 100_000 + b'"}'
+            huge = http.post("/register", content=body, headers={"content-type": "application/json"})
+            assert huge.status_code == 413 and huge.json()["error"] == "invalid_client_metadata"
+            assert "larger than 16384 bytes" in huge.json()["error_description"]
+            # Each field is bounded, and the number of redirect URIs, with a sentence naming the field.
+            long_name = RawConnector(http).register(client_name="N" * 101)
+            assert long_name.status_code == 400 and long_name.json()["error"] == "invalid_client_metadata"
+            assert long_name.json()["error_description"].startswith("client_name is 101 characters long")
+            uris = [f"https://app.example/{n}" for n in range(11)]
+            many = RawConnector(http).register(redirect_uris=uris)
+            assert many.status_code == 400 and many.json()["error"] == "invalid_client_metadata"
+            assert many.json()["error_description"].startswith("redirect_uris has 11 entries")
+            # The rest of the minute's registrations from this address, each as large as is kept.
+            largest = {"client_name": "N" * 100, "contacts": ["c" * 330] * 10, "software_id": "s" * 100}
+            connectors = [RawConnector(http) for _ in range(7)]
+            assert [c.register(**largest).status_code for c in connectors] == [201] * 7
+        rows, size = ledger_clients(private_folders)
+        assert rows == 7 and 3_000 * 7 < size <= 4_096 * 7, size  # was up to 4 MiB each
+        # The page of such a client is small, and shows its name cut short.
+        with httpx.Client(base_url=server.url, timeout=30) as http:
+            page = RawConnector(http, client_id=connectors[0].client_id).sign_in_page()
+        assert page.status_code == 200 and len(page.content) < 8_000
+        assert f"<bdi>{'N' * 79}…</bdi>" in page.text and "N" * 80 not in page.text
+    finally:
+        server.stop()
+
+
+def test_a_stranger_cannot_register_a_dangerous_scheme_or_hidden_text(sim_server: SimulatorServer) -> None:
+    server = passthrough_server(sim_server)
+    try:
+        with httpx.Client(base_url=server.url, timeout=30) as http:
+            for uri in (
+                "ms-msdt:-id PCWDiagnostic",
+                "search-ms:query=x",
+                "file:///etc/passwd",
+                "data:,hi",
+                "javascript:1",
+            ):
+                refused = RawConnector(http, redirect_uri=uri).register()
+                assert refused.status_code == 400 and refused.json()["error"] == "invalid_redirect_uri", uri
+                assert "reverse-domain" in refused.json()["error_description"]
+            assert RawConnector(http, redirect_uri="com.example.app:/callback").register().status_code == 201
+            for name in ("Claude\x00", "\x1b[2JClaude", "Claude \u202eevil.example"):
+                hidden = RawConnector(http).register(client_name=name)
+                assert hidden.status_code == 400 and hidden.json()["error"] == "invalid_client_metadata", name
+                assert hidden.json()["error_description"].startswith("client_name has the invisible control")
+    finally:
+        server.stop()
+
+
+def test_authorize_answers_its_errors_with_a_page_and_never_redirects(sim_server: SimulatorServer) -> None:
+    """RFC 9700 §4.11.2: a link to /authorize with a bad parameter must not send the browser on to
+    whatever https site a stranger registered."""
+    sim_server.simulator.valid_tokens = {TOKEN_A}
+    server = passthrough_server(sim_server)
+    try:
+        with httpx.Client(base_url=server.url, timeout=30) as http:
+            raw = RawConnector(http, redirect_uri="https://app.example/cb")
+            assert raw.register(client_name="Stranger").status_code == 201
+            ok = raw.authorize()
+            assert ok.status_code == 302 and ok.headers["location"].startswith(f"{server.url}/signin?request=")
+            good = dict(ok.request.url.params)
+            bad = {
+                "unsupported_response_type": {**good, "response_type": "token"},
+                "invalid_request": {k: v for k, v in good.items() if k != "code_challenge"},
+                "invalid_scope": {**good, "scope": "admin"},
+                "invalid_target": {**good, "resource": "https://other.example/mcp"},
+            }
+            for error, params in {**bad, "unknown client": {**good, "client_id": "nobody"}}.items():
+                answer = http.get("/authorize", params=params)
+                assert answer.status_code == 400 and "location" not in answer.headers, error
+                assert answer.headers["content-type"].startswith("text/html"), error
+                assert "frame-ancestors 'none'" in answer.headers["content-security-policy"]
+                assert "not sent anywhere" in answer.text and "You can close this page" in answer.text
+                assert "app.example" not in answer.text and "<a " not in answer.text, error
+                assert error in answer.text or error == "unknown client", error
+            # After the person saw our page, Cancel still goes back to the app.
+            cancelled = raw.submit(raw.sign_in_page(), "", action="deny")
+            assert cancelled.status_code == 303 and cancelled.headers["location"].startswith("https://app.example/cb?")
+            back = location_query(cancelled)
+            assert back["error"] == "access_denied" and back["state"] == "state-1" and back["iss"] == server.url
+    finally:
+        server.stop()
 
 
 async def test_the_connector_refreshes_without_signing_in_again_and_revocation_ends_it(
@@ -323,10 +425,11 @@ async def test_a_connector_identified_by_its_metadata_document_signs_in(
 
     async def document(request: Request) -> JSONResponse:
         fetched.append(request.url.path)
+        hidden = request.url.path == "/hidden.json"  # a name that would reorder the page's words
         return JSONResponse(
             {
-                "client_id": f"{docs.url}/connector.json",
-                "client_name": "Document Connector",
+                "client_id": f"{docs.url}{request.url.path}",
+                "client_name": "Document \u202eConnector" if hidden else "Document Connector",
                 "redirect_uris": [REDIRECT_URI],
                 "token_endpoint_auth_method": "none",
                 "grant_types": ["authorization_code", "refresh_token"],
@@ -339,7 +442,8 @@ async def test_a_connector_identified_by_its_metadata_document_signs_in(
         sim_server, LUMA_MCP_AUTH="passthrough", **oauth_env(f"http://127.0.0.1:{port}")
     ).items():
         monkeypatch.setenv(name, value)
-    with TlsServer(Starlette(routes=[Route("/connector.json", document)]), certfile, keyfile) as docs:
+    routes = [Route("/connector.json", document), Route("/hidden.json", document)]
+    with TlsServer(Starlette(routes=routes), certfile, keyfile) as docs:
         documents = ClientDocuments(exempt_origins=[docs.origin], ssl_context=trusting(cafile))
         app = create_http_app(Settings(_env_file=None), port=port, documents=documents)
         server = ServerThread(app, port=port, lifespan=True).start()
@@ -353,5 +457,10 @@ async def test_a_connector_identified_by_its_metadata_document_signs_in(
                 assert not (await connector.call_tool("list_tasks", {})).is_error
             assert "Document Connector" in sign_in.pages[0] and f"{docs.url}/connector.json" in sign_in.pages[0]
             assert fetched == ["/connector.json"]  # fetched once: /authorize, the page and /token use the cache
+            # A document meets a registration's rules: this one is not a client here.
+            with httpx.Client(base_url=server.url, timeout=30) as browser:
+                refused = RawConnector(browser, client_id=f"{docs.url}/hidden.json").authorize()
+            assert refused.status_code == 400 and "location" not in refused.headers and "not found" in refused.text
+            assert fetched == ["/connector.json", "/hidden.json"]
         finally:
             server.stop()

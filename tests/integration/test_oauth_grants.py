@@ -169,3 +169,21 @@ async def test_a_resource_other_than_this_server_is_refused_at_authorize(ledger:
         await server.authorize(client, params)
     signin = await server.authorize(client, params.model_copy(update={"resource": "HTTP://127.0.0.1:9/mcp/"}))
     assert signin.startswith("http://127.0.0.1:9/signin?request=")
+
+
+async def test_a_client_record_is_bounded_when_registered_and_when_looked_up(ledger: Ledger, store: str) -> None:
+    server = auth_server(ledger)
+    huge = OAuthClientInformationFull(
+        client_id="huge", client_name="N" * 5000, redirect_uris=[AnyUrl("http://127.0.0.1:1/cb")]
+    )
+    with pytest.raises(RegistrationError, match="client_name is 5000 characters long") as refused:
+        await server.register_client(huge)
+    assert refused.value.error == "invalid_client_metadata"
+    await registered(server, "old")
+    assert raw_sql(store, "SELECT client_id FROM oauth_clients") == [("old",)]  # nothing of the refused one
+    # A client stored under older rules (or written by an older replica) is not served either.
+    info = OAuthClientInformationFull(
+        client_id="old", client_name="Claude\u202eevil", redirect_uris=[AnyUrl("http://127.0.0.1:1/cb")]
+    ).model_dump_json(exclude_none=True)
+    raw_sql(store, "UPDATE oauth_clients SET info = ? WHERE client_id = ?", (info, "old"))
+    assert await server.get_client("old") is None

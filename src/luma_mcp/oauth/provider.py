@@ -3,8 +3,10 @@
 The SDK's handlers (`mcp.server.auth`) parse requests, check PKCE (S256), redirect URIs, code
 expiry and client secrets; this decides who a client is, what /authorize leads to (our
 sign-in page, `signin`), and what codes and tokens stand for (`grants`). On top of the SDK:
-- Redirect URIs: https, plain http only to a loopback host, or an app's own scheme; exact
-  match, except that a loopback redirect may use any port (RFC 8252 §7.3).
+- Clients: every one, registered or named by its metadata document, meets `client_rules`
+  (bounded sizes, no hidden controls, safe redirect schemes), checked at registration and
+  at every look-up. Redirect URIs match exactly, except that a loopback redirect may use
+  any port (RFC 8252 §7.3).
 - Tokens are bound to this server (RFC 8707): a `resource` other than ours is refused at
   /authorize, and every token carries ours (the bearer check compares it).
 - An access token reads back as the `caller.Identity` it stands for: the person's own API
@@ -36,6 +38,7 @@ from pydantic import AnyUrl
 
 from luma_mcp.bearer import MAX_BEARER_LENGTH
 from luma_mcp.caller import Identity
+from luma_mcp.oauth.client_rules import LOOPBACK_REDIRECT_HOSTS, client_problem
 from luma_mcp.oauth.grants import Credential, Grant, GrantStore, Issued
 from luma_mcp.oauth.sealing import Sealer
 
@@ -46,24 +49,6 @@ log = logging.getLogger(__name__)
 
 SCOPE = "videos"  # the one thing a grant allows: make and read videos on the person's account
 SIGNIN_PATH = "/signin"
-LOOPBACK_REDIRECT_HOSTS = frozenset({"127.0.0.1", "[::1]", "localhost"})
-# Schemes no redirect may use: they run code or read local files in the browser.
-UNSAFE_SCHEMES = frozenset({"javascript", "data", "file", "vbscript", "blob", "about", "ftp", "ws", "wss"})
-
-
-def redirect_problem(uri: AnyUrl) -> str | None:
-    """Why `uri` cannot be a redirect URI, or None. Allowed: https, plain http to a loopback
-    host, or an app's own scheme (`cursor://…`); never a fragment or a user part (which would
-    make the page's "you will be sent back to" read as another host)."""
-    if uri.fragment is not None:
-        return f"Redirect URI {uri} has a fragment; redirect URIs must not."
-    if uri.username is not None or uri.password is not None:
-        return f"Redirect URI {uri} has a user part; redirect URIs must not."
-    if uri.scheme in UNSAFE_SCHEMES:
-        return f"Redirect URI {uri} uses a scheme browsers must not be sent to."
-    if uri.scheme == "http" and uri.host not in LOOPBACK_REDIRECT_HOSTS:
-        return f"Redirect URI {uri} is plain http to a host other than this machine's loopback: use https."
-    return None
 
 
 def _same_but_port(requested: AnyUrl, registered: AnyUrl) -> bool:
@@ -119,8 +104,10 @@ class LumaAuthServer(OAuthAuthorizationServerProvider[GrantCode, GrantRefresh, I
         mode: Literal["keys", "passthrough"],
         live_keys: frozenset[str] = frozenset(),
         documents: ClientDocuments | None = None,
+        app_schemes: frozenset[str] = frozenset(),
     ) -> None:
         self.grants, self.sealer, self.documents = grants, sealer, documents
+        self.app_schemes = app_schemes  # redirect schemes without a period allowed (LUMA_MCP_OAUTH_APP_SCHEMES)
         self.issuer, self.resource, self.mode = issuer, resource, mode
         self._live_keys = live_keys  # access keys' digests (hex), in keys mode
 
@@ -132,15 +119,14 @@ class LumaAuthServer(OAuthAuthorizationServerProvider[GrantCode, GrantRefresh, I
         sealed_secret: str | None = None
         if self.documents is not None and self.documents.is_document_id(client_id):
             client = await self.documents.get(client_id)
-            # A document names its own redirect URIs: the same rule as a registration's.
-            problems = [p for uri in (client.redirect_uris or []) if (p := redirect_problem(uri))] if client else []
-            if problems:
-                log.warning("The client metadata document %.200s is not used: %s", client_id, problems[0])
-                return None
         else:
             registered = await self.grants.client(client_id)
             client, sealed_secret = registered if registered else (None, None)
         if client is None:
+            return None
+        # A document is a stranger's too, and a stored client may predate today's rules: the same check.
+        if problem := client_problem(client, self.app_schemes):
+            log.warning("The OAuth client %.200s is not used: %s", client_id, problem[1])
             return None
         found = RegisteredClient.model_validate(client.model_dump(exclude_none=True))
         if sealed_secret is not None:
@@ -149,9 +135,8 @@ class LumaAuthServer(OAuthAuthorizationServerProvider[GrantCode, GrantRefresh, I
         return found
 
     async def register_client(self, client_info: OAuthClientInformationFull) -> None:
-        for uri in client_info.redirect_uris or []:
-            if problem := redirect_problem(uri):
-                raise RegistrationError("invalid_redirect_uri", problem)
+        if problem := client_problem(client_info, self.app_schemes):
+            raise RegistrationError(*problem)
         # The SDK's random secret (if any) is what it answers with; kept sealed, so it survives key rotation.
         secret = client_info.client_secret
         if not await self.grants.add_client(client_info, self.sealer.seal(secret) if secret else None):

@@ -2,20 +2,20 @@
 
 Built by `http_app` when `LUMA_MCP_OAUTH` is on. The SDK's routes (`create_auth_routes`)
 serve metadata, /authorize, /token, /register and /revoke over `provider.LumaAuthServer`;
-this adds the sign-in page, limits registrations per address, and advertises what the SDK's
-metadata leaves out (client ID metadata documents, the `iss` in redirects, the scope).
+this adds the sign-in page, limits each route per address (and a registration's body to
+`client_rules.MAX_REGISTRATION_BYTES`), answers /authorize's errors with a page of ours rather
+than a redirect (`pages.AuthorizeErrorsAsPages`), and advertises what the SDK's metadata
+leaves out (client ID metadata documents, the `iss` in redirects, the scope).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
-from urllib.parse import urlencode
 
 from mcp.server.auth.handlers.metadata import MetadataHandler
 from mcp.server.auth.provider import AccessToken, TokenVerifier
@@ -23,12 +23,15 @@ from mcp.server.auth.routes import build_metadata, cors_middleware, create_auth_
 from mcp.server.auth.settings import ClientRegistrationOptions, RevocationOptions
 from mcp.server.transport_security import RequestBodyLimitMiddleware
 from pydantic import AnyHttpUrl, ConfigDict, TypeAdapter
+from starlette.responses import JSONResponse
 from starlette.routing import BaseRoute, Route, request_response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from luma_mcp.config import Settings
 from luma_mcp.ledger import Ledger
+from luma_mcp.oauth.client_rules import MAX_REGISTRATION_BYTES
 from luma_mcp.oauth.grants import GrantStore, is_access_token
+from luma_mcp.oauth.pages import AuthorizeErrorsAsPages, notice
 from luma_mcp.oauth.provider import SCOPE, SIGNIN_PATH, LumaAuthServer
 from luma_mcp.oauth.sealing import Sealer
 from luma_mcp.oauth.signin import SignIn
@@ -40,6 +43,7 @@ if TYPE_CHECKING:
 REGISTRATIONS_PER_ADDRESS_PER_MINUTE = 10
 STARTS_PER_ADDRESS_PER_MINUTE = 30
 TOKEN_REQUESTS_PER_ADDRESS_PER_MINUTE = 60
+SIGNIN_PAGES_PER_ADDRESS_PER_MINUTE = 60  # GET and POST /signin together: a sign-in takes two or more
 SIGNIN_FORM_BYTES = 16_384
 METADATA_PATH = "/.well-known/oauth-authorization-server"
 PRUNE_SECONDS = 600
@@ -119,6 +123,7 @@ def oauth_edge(
         mode=mode,
         live_keys=live_keys,
         documents=documents,
+        app_schemes=settings.oauth_app_scheme_set(),
     )
     # As AuthSettings reads it: no trailing slash added (issuers are compared as strings).
     issuer_url = TypeAdapter(AnyHttpUrl, config=ConfigDict(url_preserve_empty_path=True)).validate_python(issuer)
@@ -147,45 +152,60 @@ def oauth_edge(
             route = Route(METADATA_PATH, endpoint=handler, methods=["GET", "OPTIONS"])
         elif route.path in limits:
             per_minute, what = limits[route.path]
-            app = _WithIssuer(route.app, issuer) if route.path == "/authorize" else route.app
-            limited = _PerAddress(app, KeyedBuckets(per_minute, per_minute), what)
+            app = route.app
+            if route.path == "/authorize":
+                app = AuthorizeErrorsAsPages(app, f"{issuer}{SIGNIN_PATH}?")
+            elif route.path == "/register":  # a stranger's body: cut off long before the SDK's 4 MiB
+                app = _RegistrationBodyLimit(app)
+            limited = _PerAddress(app, KeyedBuckets(per_minute, per_minute), what, page=route.path == "/authorize")
             route = Route(route.path, endpoint=limited, methods=list(route.methods or []))
         routes.append(route)
-    routes.append(Route(SIGNIN_PATH, endpoint=signin.page, methods=["GET"]))
+    # Each view of the page looks its client up (maybe fetching its document) and sends the page.
+    views = KeyedBuckets(SIGNIN_PAGES_PER_ADDRESS_PER_MINUTE, SIGNIN_PAGES_PER_ADDRESS_PER_MINUTE)
+    page = _PerAddress(request_response(signin.page), views, "sign-in page views", page=True)
     form = RequestBodyLimitMiddleware(request_response(signin.submit), SIGNIN_FORM_BYTES)
-    routes.append(Route(SIGNIN_PATH, endpoint=form, methods=["POST"]))
+    routes.append(Route(SIGNIN_PATH, endpoint=page, methods=["GET"]))
+    routes.append(
+        Route(SIGNIN_PATH, endpoint=_PerAddress(form, views, "sign-in page views", page=True), methods=["POST"])
+    )
     return OAuthEdge(routes=routes, server=server, ledger=ledger, documents=documents)
 
 
-class _WithIssuer:
-    """RFC 9207: an error sent back to the client from /authorize names the issuer too (the
-    SDK's handler adds it to nothing; `signin` adds it to what it sends)."""
+class _RegistrationBodyLimit:
+    """POST /register's body at most `MAX_REGISTRATION_BYTES` (the SDK's own limit, set lower),
+    refused in RFC 7591's words before anything parses it."""
 
-    def __init__(self, app: ASGIApp, issuer: str) -> None:
-        self.app, self.issuer = app, issuer
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = RequestBodyLimitMiddleware(app, MAX_REGISTRATION_BYTES)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        async def with_issuer(message: Message) -> None:
-            if message["type"] == "http.response.start" and message["status"] in (302, 303):
-                headers = []
-                for name, value in message["headers"]:
-                    if name == b"location" and "error=" in (location := value.decode("latin-1")):
-                        value = (
-                            location + ("&" if "?" in location else "?") + urlencode({"iss": self.issuer})
-                        ).encode()
-                    headers.append((name, value))
-                message = {**message, "headers": headers}
+        refused = False
+
+        async def in_oauth_words(message: Message) -> None:
+            nonlocal refused
+            if message["type"] == "http.response.start" and message["status"] == 413:
+                refused = True
+                return
+            if refused:  # the limit's plain-text body, replaced
+                if not message.get("more_body", False):
+                    description = (
+                        f"This registration is larger than {MAX_REGISTRATION_BYTES} bytes; "
+                        "send only the metadata the app needs."
+                    )
+                    error = {"error": "invalid_client_metadata", "error_description": description}
+                    await JSONResponse(error, 413)(scope, receive, send)
+                return
             await send(message)
 
-        await self.app(scope, receive, with_issuer)
+        await self.app(scope, receive, in_oauth_words)
 
 
 class _PerAddress:
     """At most so many requests a minute from one address (IPv6: one /64), preflights aside;
-    429 with Retry-After beyond."""
+    429 with Retry-After beyond (an HTML notice if `page`: a person's browser asked)."""
 
-    def __init__(self, app: ASGIApp, buckets: KeyedBuckets, what: str) -> None:
-        self.app, self.buckets, self.what = app, buckets, what
+    def __init__(self, app: ASGIApp, buckets: KeyedBuckets, what: str, *, page: bool = False) -> None:
+        self.app, self.buckets, self.what, self.page = app, buckets, what, page
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] != "OPTIONS":
@@ -193,19 +213,14 @@ class _PerAddress:
             key = client_key(client[0] if client else "")
             wait = self.buckets.wait(key)
             if wait:
-                body = json.dumps(
-                    {
-                        "error": "temporarily_unavailable",
-                        "error_description": f"Too many {self.what} from this address: try again after Retry-After.",
-                    }
-                ).encode()
-                headers = [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                    (b"retry-after", str(math.ceil(wait)).encode()),
-                ]
-                await send({"type": "http.response.start", "status": 429, "headers": headers})
-                await send({"type": "http.response.body", "body": body})
+                seconds = str(math.ceil(wait))
+                if self.page:
+                    message = f"Too many {self.what} from this address. Wait {seconds} seconds, then try again."
+                    await notice(429, message, headers={"Retry-After": seconds})(scope, receive, send)
+                    return
+                description = f"Too many {self.what} from this address: try again after Retry-After."
+                error = {"error": "temporarily_unavailable", "error_description": description}
+                await JSONResponse(error, 429, {"Retry-After": seconds})(scope, receive, send)
                 return
             self.buckets.spend(key)
         await self.app(scope, receive, send)

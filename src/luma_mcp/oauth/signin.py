@@ -12,6 +12,9 @@ kept sealed) or an access key from the operator (keys). What it guarantees:
   (`token_checks.KeyedBuckets`);
   a success needs a real token or key, and each check of a new token is itself rate-bounded
   (`token_checks`).
+- What an application says of itself (its name, id, redirect origin) is shown bounded, without
+  control or bidirectional characters, each value isolated (`<bdi>`): it cannot reorder or
+  hide the page's own words.
 - The page cannot be framed, loads nothing, and may post only here and redirect only to the
   client's redirect origin (CSP; an IPv6 one by its scheme alone, which is all CSP can say),
   which gets the code, the state and our issuer (RFC 9207).
@@ -32,11 +35,12 @@ from typing import Any, Literal
 
 from mcp.server.auth.provider import TokenVerifier, construct_redirect_uri
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, RedirectResponse, Response
+from starlette.responses import RedirectResponse, Response
 
 from luma_mcp.bearer import acceptable_bearer
 from luma_mcp.caller import OPERATOR, tenant_of
 from luma_mcp.errors import LedgerUnavailable
+from luma_mcp.oauth.pages import html_response, notice, shown
 from luma_mcp.oauth.provider import LumaAuthServer, redirect_origin
 from luma_mcp.token_checks import KeyedBuckets, TokenChecker, Unsure, client_key, network_key
 
@@ -46,6 +50,8 @@ REQUEST_SECONDS = 600  # how long a sign-in page stays usable
 CSRF_COOKIE = "luma_signin"
 ATTEMPTS_PER_ADDRESS_PER_MINUTE = 5
 ATTEMPTS_PER_CLIENT_PER_MINUTE = 30
+SHOWN_NAME_CHARS = 80  # an application's name, as the page shows it (each shown value is isolated: <bdi>)
+SHOWN_URL_CHARS = 200  # its client id (a document's is a URL) and where it sends the person back
 PAGE = Template((Path(__file__).parent / "signin.html").read_text(encoding="utf-8"))
 
 ASK = {
@@ -95,7 +101,7 @@ class SignIn:
     async def page(self, request: Request) -> Response:
         pending = self._pending(request.query_params.get("request"))
         if pending is None:
-            return _notice(400, "This sign-in link has expired or is not valid. Go back to your app and connect again.")
+            return notice(400, "This sign-in link has expired or is not valid. Go back to your app and connect again.")
         csrf = secrets.token_urlsafe(32)
         response = await self._form(pending, csrf)
         response.set_cookie(
@@ -114,10 +120,10 @@ class SignIn:
         csrf = _text(form.get("csrf"))
         cookie = request.cookies.get(CSRF_COOKIE, "")
         if not csrf or not cookie or not hmac.compare_digest(csrf.encode(), cookie.encode()):
-            return _notice(403, "This form was not sent from this sign-in page. Go back to your app and connect again.")
+            return notice(403, "This form was not sent from this sign-in page. Go back to your app and connect again.")
         pending = self._pending(_text(form.get("request")))
         if pending is None:
-            return _notice(400, "This sign-in page has expired. Go back to your app and connect again.")
+            return notice(400, "This sign-in page has expired. Go back to your app and connect again.")
         if _text(form.get("action")) == "deny":
             return self._back(pending, error="access_denied")
         address = request.client.host if request.client else ""
@@ -196,14 +202,13 @@ class SignIn:
     ) -> Response:
         client = await self.server.get_client(pending.client_id)
         if client is None:
-            return _notice(400, "The application asking is no longer registered here. Go back to it and connect again.")
+            return notice(400, "The application asking is no longer registered here. Go back to it and connect again.")
         account, label, hint = ASK[self.mode]
         back_to = redirect_origin(pending.redirect_uri)
-        name = client.client_name or back_to
         values = {
-            "app": name,
-            "client_id": pending.client_id,
-            "back_to": back_to,
+            "app": shown(client.client_name or back_to, SHOWN_NAME_CHARS),
+            "client_id": shown(pending.client_id, SHOWN_URL_CHARS),
+            "back_to": shown(back_to, SHOWN_URL_CHARS),
             "account": account,
             "label": label,
             "hint": hint,
@@ -214,7 +219,7 @@ class SignIn:
         body = PAGE.substitute({key: html.escape(value) for key, value in values.items()})
         alert = f'<p class="error" role="alert">{html.escape(error)}</p>' if error else ""
         body = body.replace("<!--error-->", alert)
-        return _html(body, status, form_action_source(back_to), headers)
+        return html_response(body, status, form_action_source(back_to), headers)
 
     def _back(self, pending: Pending, **params: str) -> Response:
         location = construct_redirect_uri(pending.redirect_uri, **params, state=pending.state, iss=self.server.issuer)
@@ -245,34 +250,3 @@ def form_action_source(origin: str) -> str:
 
 def _text(value: Any) -> str:
     return value if isinstance(value, str) else ""
-
-
-def _html(body: str, status: int, redirect_source: str = "", headers: dict[str, str] | None = None) -> HTMLResponse:
-    csp = (
-        "default-src 'none'; style-src 'unsafe-inline'; img-src data:; base-uri 'none'; frame-ancestors 'none'; "
-        f"form-action 'self' {redirect_source}".rstrip()
-    )
-    return HTMLResponse(
-        body,
-        status_code=status,
-        headers={
-            "Content-Security-Policy": csp,
-            "X-Frame-Options": "DENY",
-            "Referrer-Policy": "no-referrer",
-            "X-Content-Type-Options": "nosniff",
-            "Cache-Control": "no-store",
-            **(headers or {}),
-        },
-    )
-
-
-def _notice(status: int, message: str) -> HTMLResponse:
-    page = NOTICE.format(message=html.escape(message))
-    return _html(page, status)
-
-
-NOTICE = """<!doctype html><html lang="en"><head><meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1"><title>Sign in · luma-mcp</title>
-<style>body{{font:16px/1.5 system-ui,sans-serif;max-width:32rem;margin:3rem auto;padding:0 1rem;color:#1d1d1f}}</style>
-</head><body><main><h1>Cannot sign in</h1><p role="alert">{message}</p></main></body></html>
-"""
