@@ -109,6 +109,7 @@ class LumaAuthServer(OAuthAuthorizationServerProvider[GrantCode, GrantRefresh, I
         self.grants, self.sealer, self.documents = grants, sealer, documents
         self.app_schemes = app_schemes  # redirect schemes without a period allowed (LUMA_MCP_OAUTH_APP_SCHEMES)
         self.issuer, self.resource, self.mode = issuer, resource, mode
+        self.signin_url = f"{issuer}{SIGNIN_PATH}"  # where /authorize sends a person, and nowhere else
         self._live_keys = live_keys  # access keys' digests (hex), in keys mode
 
     # --- clients ---------------------------------------------------------------------------
@@ -159,7 +160,7 @@ class LumaAuthServer(OAuthAuthorizationServerProvider[GrantCode, GrantRefresh, I
             "scopes": params.scopes or [SCOPE],
         }
         # Sealed, so the page can carry it without a row per visitor and nobody can alter it.
-        return f"{self.issuer}{SIGNIN_PATH}?{urlencode({'request': self.sealer.seal(json.dumps(request))})}"
+        return f"{self.signin_url}?{urlencode({'request': self.sealer.seal(json.dumps(request))})}"
 
     async def load_authorization_code(
         self, client: OAuthClientInformationFull, authorization_code: str

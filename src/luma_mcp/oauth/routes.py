@@ -154,7 +154,7 @@ def oauth_edge(
             per_minute, what = limits[route.path]
             app = route.app
             if route.path == "/authorize":
-                app = AuthorizeErrorsAsPages(app, f"{issuer}{SIGNIN_PATH}?")
+                app = AuthorizeErrorsAsPages(app, f"{server.signin_url}?")
             elif route.path == "/register":  # a stranger's body: cut off long before the SDK's 4 MiB
                 app = _RegistrationBodyLimit(app)
             limited = _PerAddress(app, KeyedBuckets(per_minute, per_minute), what, page=route.path == "/authorize")
