@@ -270,6 +270,9 @@ def test_a_stranger_cannot_register_a_dangerous_scheme_or_hidden_text(sim_server
                 assert refused.status_code == 400 and refused.json()["error"] == "invalid_redirect_uri", uri
                 assert "reverse-domain" in refused.json()["error_description"]
             assert RawConnector(http, redirect_uri="com.example.app:/callback").register().status_code == 201
+            # Cursor's scheme has no period: allowed because LUMA_MCP_OAUTH_APP_SCHEMES lists it by default.
+            cursor = RawConnector(http, redirect_uri="cursor://anysphere.cursor-mcp/oauth/callback")
+            assert cursor.register().status_code == 201
             for name in ("Claude\x00", "\x1b[2JClaude", "Claude \u202eevil.example"):
                 hidden = RawConnector(http).register(client_name=name)
                 assert hidden.status_code == 400 and hidden.json()["error"] == "invalid_client_metadata", name

@@ -81,8 +81,8 @@ class AuthorizeErrorsAsPages:
     so that is an open redirect on this domain: a link to /authorize with one bad parameter
     would send the browser straight to any site the stranger registered (RFC 9700 §4.11.2).
     A provider hook cannot prevent it (most of these errors are found before the provider is
-    called), so this wraps the route, below the SDK's handler and above nothing else: the one
-    redirect let through is the success, to our sign-in page (`success_prefix`); any other
+    called), so this wraps the SDK's route, reading what it answers: the one redirect let
+    through is the success, to our sign-in page (`success_prefix`); any other
     answer (the error redirect, or the SDK's JSON 400 when the client or its redirect URI is
     unknown) becomes this page, with no Location and no link. Once the person has seen our
     sign-in page, its Cancel still sends them back to the app with access_denied.
@@ -122,7 +122,7 @@ def _header(message: Message, name: bytes) -> str:
 def _error_page(start: Message, body: bytes) -> HTMLResponse:
     """Our page for the SDK's error answer `start` + `body`: its error code and description as
     details, its status if a server error, else 400."""
-    error: dict[str, Any] = {}
+    error: dict[str, Any]
     if location := _header(start, b"location"):
         error = {key: values[0] for key, values in parse_qs(urlsplit(location).query).items()}
     else:
