@@ -69,7 +69,8 @@ class HttpServer:
         return self.log.read()
 
     def wait_ready(self) -> HttpServer:
-        deadline = time.monotonic() + 30
+        # Generous: a loaded two-core machine has taken a minute to start a server.
+        deadline = time.monotonic() + 90
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"server exited: {self.stderr}")
@@ -78,7 +79,10 @@ class HttpServer:
                     return self
             except httpx.TransportError:
                 time.sleep(0.1)
-        raise RuntimeError("server did not become healthy")
+        # Called before the test's own try/finally: stop it here, or it outlives the test.
+        self.proc.kill()
+        self.proc.wait(timeout=30)
+        raise RuntimeError(f"server did not become healthy: {self.stderr}")
 
     def stop(self) -> tuple[int, str]:
         if self.proc.poll() is None:
