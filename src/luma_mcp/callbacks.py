@@ -6,12 +6,15 @@ HTTP-only (imported lazily by `http_app`; stdio never loads it). What it guarant
   its SHA-256 (`callback_hash`), never the secret; no log line, tool result or exception
   carries it, and the route logs only task ids.
 - `POST /callbacks/luma/{secret}` (`CallbackReceiver`) is reachable by anyone, so it holds
-  little and trusts nothing: a secret of the wrong shape or a body that is not a JSON
-  object of at most 64 KiB is refused before the database is asked; unknown secrets, and a
-  body naming another task than the secret's, answer 404 and write nothing, within a budget
-  of misses per client address (429 beyond) and in all (503 beyond). A known secret touches
-  only its own row, through its tenant's ledger view (`Ledger.for_tenant`); a row whose
-  submit's answer was lost takes the task id its callback names, if that task is not known.
+  little and trusts nothing: a secret of the wrong shape is refused before the database is
+  asked; a well-formed one is looked up first (its hash, one indexed read: as cheap as the
+  refusal), so that no amount of guessing, from any address, refuses a genuine delivery.
+  Unknown secrets, and a body naming another task than the secret's, answer 404 and write
+  nothing (an unknown secret's body is never read); beyond a budget of such misses per
+  client address the answer to a miss is 429. A known secret's body must be a JSON object
+  of at most 64 KiB. A known secret touches only its own row, through its tenant's ledger
+  view (`Ledger.for_tenant`); a row whose submit's answer was lost takes the task id its
+  callback names, if that task is not known.
 - A finished result is recorded like a poll's (the same conversion `get_task` uses), which
   wakes waiting calls in this process and, on PostgreSQL, in every replica. The answer is
   2xx only once the result is durable (a failing ledger answers 503, and the provider tries
@@ -60,11 +63,12 @@ SECRET_SHAPE = re.compile(r"[A-Za-z0-9_-]{43}")
 TASK_ID_SHAPE = re.compile(r"[A-Za-z0-9_-]{1,128}")  # what a task id may be to be written down
 MAX_BODY_BYTES = 64 * 1024
 # Misses (a malformed or unknown secret, a body for another task) one client address may
-# cause: the provider never misses, so only guessing spends this.
+# cause before its misses answer 429 instead of 404: the provider never misses, so only
+# guessing spends this, and it decides only what a miss is told. A guess costs no more
+# than the lookup any request to the route costs (its secret is 32 random bytes: guessing
+# one is hopeless), so no budget stands before the lookup, where it would refuse genuine
+# deliveries too; connections and their rate are bounded by the HTTP layer (`http_limits`).
 MISSES_PER_MINUTE = 30
-# And all addresses together: a guess costs a ledger lookup, and many addresses must not
-# keep the store busy (beyond it, 503: the provider tries again, and polling covers it).
-ALL_MISSES_PER_MINUTE = 600
 RETRY_AFTER_SECONDS = 1  # a row still waiting for its task id, or a failing ledger
 PRUNE_EVERY_SECONDS = 3600.0
 
@@ -126,7 +130,6 @@ class CallbackReceiver:
         self.ledger = ledger
         self.issuer = issuer
         self.misses = KeyedBuckets(per_minute=MISSES_PER_MINUTE, burst=MISSES_PER_MINUTE)
-        self.all_misses = KeyedBuckets(per_minute=ALL_MISSES_PER_MINUTE, burst=ALL_MISSES_PER_MINUTE)
         self._pruned_at = 0.0
 
     def route(self) -> Route:
@@ -134,28 +137,25 @@ class CallbackReceiver:
 
     async def receive(self, request: Request) -> Response:
         address = client_key(request.client.host if request.client else "")
-        wait = self.misses.wait(address)
-        if wait > 0:
-            return Response(status_code=429, headers={"Retry-After": str(math.ceil(wait))})
-        if self.all_misses.wait("") > 0:
-            return _busy()
         secret = str(request.path_params.get("secret", ""))
-        if not SECRET_SHAPE.fullmatch(secret):
-            self._missed(address)
-            return _plain(400, "Not a callback address of this server.")
-        body = await _bounded_body(request)
-        if body is None:
-            self._missed(address)
-            return _plain(413, f"A callback body is at most {MAX_BODY_BYTES} bytes.")
+        if not SECRET_SHAPE.fullmatch(secret):  # no lookup for what no secret of ours looks like
+            return self._missed(address) or _plain(400, "Not a callback address of this server.")
         try:
-            payload = json.loads(body)
-        except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: [[[[... nested deep
-            payload = None
-        if not isinstance(payload, dict):
-            self._missed(address)
-            return _plain(400, "A callback body is a JSON object.")
-        try:
-            return await self._deliver(secret, payload, address)
+            entry = await self.ledger.by_callback(callback_hash(secret))
+            if entry is None:
+                return self._missed(address) or _plain(404, "Unknown callback.")
+            # A known secret: the provider's delivery (or a leaked secret's), never refused by
+            # what guesses have spent.
+            body = await _bounded_body(request)
+            if body is None:
+                return _plain(413, f"A callback body is at most {MAX_BODY_BYTES} bytes.")
+            try:
+                payload = json.loads(body)
+            except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: [[[[... nested deep
+                payload = None
+            if not isinstance(payload, dict):
+                return _plain(400, "A callback body is a JSON object.")
+            return await self._deliver(entry, payload, address)
         except LedgerError as exc:
             log.warning("A callback could not be recorded (%s); the provider will try again.", exc)
             return _busy()
@@ -163,27 +163,27 @@ class CallbackReceiver:
             log.error("A callback failed inside luma-mcp (%s); polling will find the task.", type(exc).__name__)
             return _busy()
 
-    def _missed(self, address: str) -> None:
+    def _missed(self, address: str) -> Response | None:
+        """Count a miss of `address`: None (answer it as usual), or the 429 once its budget is spent."""
+        wait = self.misses.wait(address)
+        if wait > 0:
+            return Response(status_code=429, headers={"Retry-After": str(math.ceil(wait))})
         self.misses.spend(address)
-        self.all_misses.spend("")
+        return None
 
-    async def _deliver(self, secret: str, payload: dict[str, Any], address: str) -> Response:
-        entry = await self.ledger.by_callback(callback_hash(secret))
-        if entry is None:
-            self._missed(address)
-            return _plain(404, "Unknown callback.")
+    async def _deliver(self, entry: LedgerEntry, payload: dict[str, Any], address: str) -> Response:
         named = payload.get("task_id")
         if entry.task_id is None:
             if entry.state is SubmitState.SENDING:  # the callback beat the submit's answer: send it again
                 return _busy()
             # The submit's answer was lost (the row reads `lost`): the provider's delivery, by
             # this row's own secret, names the task that was paid for. Found again, not lost.
-            entry = await self._recover(entry, named)
-            if entry is None:
+            found = await self._recover(entry, named)
+            if found is None:
                 return Response(status_code=204)  # nothing to recover it with: stop sending
+            entry = found
         if named is not None and named != entry.task_id:  # one leaked secret writes one task, no other
-            self._missed(address)
-            return _plain(404, "Unknown callback.")
+            return self._missed(address) or _plain(404, "Unknown callback.")
         task_id = entry.task_id
         assert task_id is not None
         result = _result(task_id, payload, entry.prompt, entry.created_at)

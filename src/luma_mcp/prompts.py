@@ -6,7 +6,11 @@
 from typing import Annotated, Any
 
 from mcp.server import MCPServer
+from mcp.shared.exceptions import MCPError
+from mcp.types import INVALID_PARAMS
 from pydantic import Field
+
+from luma_mcp.plain_text import UnsafeText, check_plain_text
 
 VIDEO_PROMPT_GUIDE = """\
 Turn this rough idea into one Luma Dream Machine prompt, then call generate_video with it.
@@ -65,6 +69,7 @@ def video_prompt(
     style: Annotated[str | None, Field(description="Optional look, e.g. '35mm film' or 'claymation'")] = None,
 ) -> str:
     """Turn a rough idea into a strong Luma prompt (subject, motion, camera, light, style)."""
+    _check_text(idea=idea, style=style)
     style_line = f"Wanted style: {style}\n" if style else ""
     return VIDEO_PROMPT_GUIDE.format(idea=idea.strip(), style_line=style_line)
 
@@ -74,11 +79,21 @@ def storyboard(
     shots: Annotated[str, Field(description="How many shots, 2 to 6")] = "3",
 ) -> str:
     """Plan a multi-shot video made as one generate_video followed by extend_video calls."""
+    _check_text(story=story)
     try:
         count = int(shots)
     except ValueError:
         count = 3
     return STORYBOARD_GUIDE.format(story=story.strip(), shots=min(max(count, 2), 6))
+
+
+def _check_text(**texts: str | None) -> None:
+    """The text becomes a generate_video prompt: the tools' rule (`plain_text`), as an error the
+    client shows (the SDK hides the text of any other exception in a prompt)."""
+    try:
+        check_plain_text(**texts)
+    except UnsafeText as exc:
+        raise MCPError(INVALID_PARAMS, str(exc)) from None
 
 
 def add_prompts(mcp: MCPServer[Any]) -> None:

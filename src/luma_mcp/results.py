@@ -12,6 +12,12 @@ import time
 from pydantic import BaseModel, Field
 
 from luma_mcp.models import ErrorDetail, TaskRecord, TaskStatus, VideoResult, derive_status
+from luma_mcp.urls import is_web_url
+
+# A finished video whose URL is no web address: the provider's fault, not the prompt's.
+UNUSABLE_VIDEO_URL = "unusable_video_url"
+_UNUSABLE_MESSAGE = "The provider reported the video done, but its video URL is not an http(s) address"
+_UNUSABLE_ADVICE = "Tell the user, and ask the server's operator to check the provider before submitting again."
 
 
 class TaskError(BaseModel):
@@ -83,15 +89,23 @@ def from_record(record: TaskRecord, now: float | None = None) -> TaskResult:
 
 
 def from_video_result(task_id: str, response: VideoResult | None, fallback_prompt: str | None = None) -> TaskResult:
+    """The one conversion of a provider's answer (a task's `response`, a callback body) into a
+    result: polls, callbacks, the ledger and the player all get theirs from here. Media URLs
+    that are not http(s) (`is_web_url`) are dropped here, so no `javascript:` link gets further:
+    a finished video whose URL is not one reads as failed, saying why."""
     status = derive_status(response)
     result = TaskResult(task_id=task_id, status=status, prompt=fallback_prompt)
     if response is None:
         return result
     result.prompt = response.prompt or fallback_prompt
-    if status is TaskStatus.SUCCEEDED:
+    if status is TaskStatus.SUCCEEDED and not is_web_url(response.video_url or ""):
+        result.status = TaskStatus.FAILED
+        result.error = TaskError(code=UNUSABLE_VIDEO_URL, message=_UNUSABLE_MESSAGE, trace_id=response.trace_id)
+    elif status is TaskStatus.SUCCEEDED:
         result.video_url = response.video_url
         result.video_id = response.video_id
-        result.thumbnail_url = response.thumbnail_url
+        thumbnail = response.thumbnail_url
+        result.thumbnail_url = thumbnail if thumbnail and is_web_url(thumbnail) else None
         result.width = response.video_width
         result.height = response.video_height
     elif status is TaskStatus.FAILED:
@@ -157,7 +171,8 @@ def task_text(result: TaskResult) -> str:
             return f'{line}\nTo continue it: extend_video(video_id="{result.video_id}", prompt="...").'
         return line
     if result.status is TaskStatus.FAILED:
-        return f"{line}\n{_FAILED_ADVICE}"
+        unusable = result.error is not None and result.error.code == UNUSABLE_VIDEO_URL
+        return f"{line}\n{_UNUSABLE_ADVICE if unusable else _FAILED_ADVICE}"
     return f"{line}\nNext: {result.next_call}. Do not submit again: that would pay for a second video."
 
 

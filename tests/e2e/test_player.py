@@ -243,6 +243,44 @@ def test_batch_shows_a_grid_of_every_task(stage: Stage, host: Host) -> None:
     assert set(host.counts()["view"]) == {STATUS_TOOL}
 
 
+def test_a_javascript_url_or_a_bidi_control_in_a_result_cannot_reach_the_person(host: Host) -> None:
+    """A result from anywhere (an older server, a row written before it checked, a provider's
+    echo): a `javascript:` video or thumbnail URL becomes no source, poster, link or openLink,
+    and a right-to-left override in a prompt or message cannot reorder what is shown."""
+    evil = "javascript:parent.postMessage('pwned', '*')"
+    override = "\u202e"  # RIGHT-TO-LEFT OVERRIDE: what follows would read backwards
+    tasks = [
+        {"task_id": "t-js", "status": "succeeded", "video_url": evil, "thumbnail_url": evil, "video_id": "v-1",
+         "prompt": "A fox"},
+        {"task_id": "t-bidi", "status": "failed", "prompt": f"A cat {override}gnikrap",
+         "error": {"code": "api_error", "message": f"Refused {override}txet"}},
+    ]  # fmt: skip
+    listing = {"tasks": tasks, "not_found": []}
+    result = {"content": [{"type": "text", "text": "two tasks"}], "structuredContent": listing}
+    frame = host.show("get_task", {"task_ids": ["t-js", "t-bidi"]}, result)
+    frame.wait_for_selector("article[data-task-id='t-bidi']", timeout=10_000)
+    js = frame.wait_for_selector("article[data-task-id='t-js']", timeout=10_000)
+    carried = frame.evaluate(
+        """() => [...document.querySelectorAll('*')].flatMap((node) =>
+            ['src', 'href', 'poster'].map((name) => node.getAttribute(name)).filter(Boolean))"""
+    )
+    assert not [value for value in carried if "javascript" in value.lower()], carried
+    assert frame.query_selector("video") is None and frame.query_selector("a[href]") is None
+    assert "not an http(s) address" in js.inner_text()
+    for link in frame.query_selector_all("a, button"):  # whatever there is to press, pressed
+        if link.is_visible():
+            link.click()
+    assert host.page.evaluate("host.links") == []
+    shown = frame.evaluate(
+        """() => [...document.querySelectorAll("article[data-task-id='t-bidi'] p")].map(
+            (p) => ({text: p.textContent, dir: p.getAttribute('dir')}))"""
+    )
+    texts = [p["text"] for p in shown]
+    assert any("gnikrap" in t for t in texts) and any("txet" in t for t in texts), shown
+    assert all(override not in t for t in texts), shown  # drawn as U+FFFD, reordering nothing
+    assert all(p["dir"] == "auto" for p in shown if "gnikrap" in p["text"] or "txet" in p["text"]), shown
+
+
 def test_the_shipped_ext_apps_client_is_the_pinned_release(stage: Stage) -> None:
     # `stage` installed the pinned @modelcontextprotocol/ext-apps from npm for the host page.
     shipped = (ROOT / "src" / "luma_mcp" / "ui" / "ext-apps" / "app-with-deps.js").read_bytes()

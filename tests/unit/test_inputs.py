@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 from mcp import Client
+from mcp.shared.exceptions import MCPError
+from mcp.types import INVALID_PARAMS, TextContent
 
 from luma_mcp.cli import main
 from luma_mcp.config import Settings
@@ -167,6 +169,65 @@ def test_literal_addresses_read_like_an_http_stack(host: str, address: str | Non
 )
 def test_the_address_rule(address: str, public: bool) -> None:
     assert is_public_address(ipaddress.ip_address(address)) is public
+
+
+# --- free text: no control or bidi characters ----------------------------------------------
+
+REFUSED_CHARACTERS = [
+    ("\x00", "U+0000 NULL"),
+    ("\x1b", "U+001B ESCAPE"),  # a terminal escape, e.g. in a log being read
+    ("\r", "U+000D CARRIAGE RETURN"),
+    ("\x7f", "U+007F DELETE"),
+    ("\x85", "U+0085"),  # a C1 control (NEXT LINE)
+    ("\u202e", "U+202E RIGHT-TO-LEFT OVERRIDE"),
+    ("\u202a", "U+202A LEFT-TO-RIGHT EMBEDDING"),
+    ("\u2066", "U+2066 LEFT-TO-RIGHT ISOLATE"),
+    ("\u2069", "U+2069 POP DIRECTIONAL ISOLATE"),
+    ("\u200f", "U+200F RIGHT-TO-LEFT MARK"),
+    ("\u061c", "U+061C ARABIC LETTER MARK"),
+]
+
+
+@pytest.mark.parametrize(("char", "shown"), REFUSED_CHARACTERS)
+async def test_a_prompt_with_a_control_character_is_refused_and_says_which(
+    mcp_client: Client, sim: Simulator, char: str, shown: str
+) -> None:
+    prompt = f"A fox {char}jumps"
+    expected = f"prompt contains a control character ({shown}) at position 6: remove it and try again."
+    for tool, args in (("generate_video", {"prompt": prompt}), ("extend_video", {"video_id": "v1", "prompt": prompt})):
+        result = await mcp_client.call_tool(tool, args)
+        assert result.is_error and text_of(result).endswith(f": {expected}"), (tool, text_of(result))
+    assert sim.submits() == []
+    listed = await mcp_client.call_tool("list_tasks", {})
+    assert (listed.structured_content or {})["tasks"] == []  # no row either
+
+
+async def test_text_that_reorders_nothing_is_sent_as_written(mcp_client: Client, sim: Simulator) -> None:
+    prompts = [
+        "Line one\n\tindented line two",
+        "A family \U0001f469\u200d\U0001f469\u200d\U0001f467 waving",  # zero-width joiners make one emoji
+        "\u05d7\u05ea\u05d5\u05dc \u05e2\u05dc \u05d2\u05d2, \u0642\u0637\u0629",  # Hebrew and Arabic letters
+        "Cr\u00e8me br\u00fbl\u00e9e, soft\u00adhyphen",
+    ]
+    for prompt in prompts:
+        result = await mcp_client.call_tool("generate_video", {"prompt": prompt, "wait_seconds": 0})
+        assert not result.is_error, text_of(result)
+    assert [body["prompt"] for body in sim.submits()] == prompts
+
+
+async def test_the_guidance_prompts_refuse_control_characters_too(mcp_client: Client) -> None:
+    """Their text becomes a generate_video prompt: the same rule, as an error the client shows."""
+    expected = "contains a control character (U+202E RIGHT-TO-LEFT OVERRIDE) at position 4: remove it and try again."
+    for prompt, args, name in (
+        ("video_prompt", {"idea": "fox \u202ejumps"}, "idea"),
+        ("video_prompt", {"idea": "fox", "style": "film\u202enoir"}, "style"),
+        ("storyboard", {"story": "sea \u202estorm"}, "story"),
+    ):
+        with pytest.raises(MCPError) as refused:
+            await mcp_client.get_prompt(prompt, args)
+        assert refused.value.error.code == INVALID_PARAMS and refused.value.error.message == f"{name} {expected}"
+    ok = (await mcp_client.get_prompt("video_prompt", {"idea": "fox\njumps"})).messages[0].content
+    assert isinstance(ok, TextContent) and "Idea: fox\njumps" in ok.text
 
 
 # --- configuration: clean refusals at start -----------------------------------------------

@@ -2,18 +2,28 @@
 
 from __future__ import annotations
 
-from luma_mcp.models import TaskRecord, TaskStatus
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from mcp import Client
+
+from luma_mcp.models import TaskRecord, TaskStatus, VideoResult
 from luma_mcp.results import (
+    UNUSABLE_VIDEO_URL,
     TaskList,
     TaskResult,
     from_record,
+    from_video_result,
     list_text,
     progress_message,
     task_text,
     with_next_call,
 )
+from luma_mcp.simulator import Simulator
 
-from ..helpers.common import example
+from ..helpers.common import example, text_of
 
 LONG_URL = "https://storage.cdn-luma.com/dream_machine/af94e7ca-da35-4b5f-a636-2d7254184d0d/" + "v" * 60 + ".mp4"
 
@@ -93,3 +103,84 @@ def test_list_text_and_progress_lines() -> None:
     ]
     assert progress_message(tasks) == "3 tasks: 1 done, 1 generating, 1 failed"
     assert progress_message(tasks[1:2]) == "Task b: queued (3 s)"
+
+
+# --- media URLs the provider hands back: only http(s) gets through --------------------------
+
+NOT_WEB_URLS = [
+    "javascript:alert(document.domain)",
+    "JavaScript:alert(1)//.mp4",
+    " javascript:alert(1)",  # browsers strip leading spaces and run it anyway
+    "java\tscript:alert(1)",  # ... and tabs inside the scheme
+    "data:text/html,<script>alert(1)</script>",
+    "vbscript:msgbox(1)",
+    "file:///etc/passwd",
+    "//evil.example/v.mp4",  # no scheme: the view's own origin would decide
+    "https:alert(1)",  # no host
+    "https://cdn.example/v\u202e4pm.exe",  # a bidi override inside
+]
+
+
+def _with(body: dict[str, Any], url: str, key: str = "video_url") -> dict[str, Any]:
+    return {**body, key: url}
+
+
+@pytest.mark.parametrize("url", NOT_WEB_URLS)
+def test_a_video_url_that_is_not_http_never_reaches_a_result(url: str) -> None:
+    record = example("resp-tasks-retrieve.json")
+    record["response"] = _with(record["response"], url)
+    polled = from_record(TaskRecord.model_validate(record))
+    called_back = from_video_result(
+        "t", VideoResult.model_validate(_with(example("callback-payload-success.json"), url))
+    )
+    for result in (polled, called_back):
+        # The provider said done, but there is nothing to show: failed, saying why (not a
+        # "processing" that would be waited on for ever).
+        assert result.status is TaskStatus.FAILED and result.error is not None
+        assert result.error.code == UNUSABLE_VIDEO_URL and "not an http(s) address" in result.error.message
+        assert result.video_url is None and result.thumbnail_url is None
+        text = task_text(result)
+        assert url.strip() not in text and url.strip() not in result.model_dump_json()
+        assert "check the provider" in text and "not charged" not in text
+
+
+@pytest.mark.parametrize("url", NOT_WEB_URLS)
+def test_a_thumbnail_url_that_is_not_http_is_dropped(url: str) -> None:
+    body = _with(example("callback-payload-success.json"), url, key="thumbnail_url")
+    result = from_video_result("t", VideoResult.model_validate(body))
+    assert result.status is TaskStatus.SUCCEEDED and result.thumbnail_url is None
+    assert result.video_url == body["video_url"]
+
+
+def test_web_urls_are_kept() -> None:
+    for url in (
+        "https://platform.cdn.acedata.cloud/luma/a.mp4",
+        "http://127.0.0.1:8123/media/a.mp4",
+        "HTTPS://X.example/a",
+    ):
+        body = {**example("callback-payload-success.json"), "video_url": url, "thumbnail_url": url}
+        result = from_video_result("t", VideoResult.model_validate(body))
+        assert (result.status, result.video_url, result.thumbnail_url) == (TaskStatus.SUCCEEDED, url, url)
+
+
+@pytest.mark.anyio
+async def test_a_provider_answering_javascript_urls_shows_none_of_them(
+    mcp_client: Client, sim: Simulator, private_folders: Path
+) -> None:
+    """The simulator's result URLs made `javascript:`: the tools, the listing and the ledger
+    never carry one (the view reads the same structured content)."""
+    sim.media_base = "javascript:alert(document.domain)//"
+    sim.queue_seconds, sim.processing_seconds = 0.0, 0.2
+    made = await mcp_client.call_tool("generate_video", {"prompt": "A fox", "wait_seconds": 20})
+    task_id = (made.structured_content or {})["task_id"]
+    seen = [
+        made,
+        await mcp_client.call_tool("get_task", {"task_id": task_id}),
+        await mcp_client.call_tool("list_tasks", {}),
+    ]
+    assert (seen[1].structured_content or {})["tasks"][0]["status"] == "failed"
+    for result in seen:
+        assert not result.is_error
+        assert "javascript" not in text_of(result) and "javascript" not in json.dumps(result.structured_content)
+    stored = b"".join(path.read_bytes() for path in private_folders.glob("**/*.sqlite3*"))
+    assert stored and b"javascript" not in stored

@@ -10,6 +10,10 @@
   const WATCH_LIMIT_MS = 20 * 60 * 1000; // give up following after 20 minutes (videos take 1-5)
   const MAX_FAILED_CHECKS = 5;
   const FAILED_ADVICE = "Failed tasks are not charged: adjust the prompt or inputs (public image URLs) and submit again.";
+  const UNUSABLE_ADVICE = "This is the provider's fault, not the prompt's: tell the server's operator.";
+  // Controls (C0 and C1 but tab and newline) and bidi marks, overrides and isolates, in any text
+  // the view shows: they are drawn as U+FFFD, so they can neither hide text nor reorder it.
+  const HIDDEN = /[\u0000-\u0008\u000B-\u001F\u007F-\u009F\u061C\u200E\u200F\u202A-\u202E\u2066-\u2069]/g;
 
   const root = document.getElementById("root");
   const tasks = new Map(); // task_id -> {task, seenAt}
@@ -132,6 +136,27 @@
 
   // --- drawing ---------------------------------------------------------------------------
 
+  function plain(text) {
+    return String(text).replace(HIDDEN, "\uFFFD");
+  }
+
+  // Only an http(s) URL becomes a video source, a poster, a link or an openLink (the server drops
+  // others already; this holds for a result from anywhere).
+  function webUrl(url) {
+    if (typeof url !== "string") return null;
+    try {
+      const parsed = new URL(url);
+      return parsed.protocol === "http:" || parsed.protocol === "https:" ? parsed.href : null;
+    } catch {
+      return null;
+    }
+  }
+
+  // Text from the result or the call (a prompt, a provider's message): its own direction, isolated.
+  function words(className, text) {
+    return text ? el("p", { class: className, dir: "auto" }, text) : null;
+  }
+
   function el(tag, props, ...children) {
     const node = document.createElement(tag);
     for (const [key, value] of Object.entries(props || {})) {
@@ -141,7 +166,7 @@
       else if (key in node && typeof value !== "string") node[key] = value;
       else node.setAttribute(key, value === true ? "" : value);
     }
-    for (const child of children.flat()) if (child != null) node.append(child);
+    for (const child of children.flat()) if (child != null) node.append(typeof child === "string" ? plain(child) : child);
     return node;
   }
 
@@ -207,7 +232,7 @@
       "article",
       { class: "tile", "data-task-id": task ? task.task_id : "", "data-status": task ? task.status : "starting" },
       frame,
-      el("div", { class: "body" }, prompt ? el("p", { class: "prompt" }, prompt) : null, meta),
+      el("div", { class: "body" }, words("prompt", prompt), meta),
     );
     return { element, big, small, meta };
   }
@@ -224,28 +249,30 @@
         const elapsed = (entry.task.elapsed_seconds || 0) + (Date.now() - entry.seenAt) / 1000;
         parts.small.textContent = `${clock(elapsed)} so far · videos take 1–5 minutes`;
         const wait = nextCheckAt == null ? null : Math.max(1, Math.ceil((nextCheckAt - Date.now()) / 1000));
-        parts.meta.textContent =
-          wait == null ? `Task ${entry.task.task_id} · checking now…` : `Task ${entry.task.task_id} · next check in ${clock(wait)}`;
+        const id = plain(entry.task.task_id);
+        parts.meta.textContent = wait == null ? `Task ${id} · checking now…` : `Task ${id} · next check in ${clock(wait)}`;
       },
     };
   }
 
   function playerTile(task) {
+    const url = webUrl(task.video_url);
+    if (!url) return failedTile({ ...task, error: { code: "unusable_video_url", message: "The video's URL is not an http(s) address" } });
     const video = el("video", {
       controls: true,
       playsInline: true,
       preload: "metadata",
-      poster: task.thumbnail_url || null,
-      src: task.video_url,
+      poster: webUrl(task.thumbnail_url),
+      src: url,
     });
     const frame = el("div", { class: "frame" }, video);
     frame.style.aspectRatio = ratio(task);
     const note = el("span", { class: "note", role: "status" });
-    const open = el("a", { class: "button", href: task.video_url, target: "_blank", rel: "noopener noreferrer" }, "Open in new tab");
+    const open = el("a", { class: "button", href: url, target: "_blank", rel: "noopener noreferrer" }, "Open in new tab");
     open.addEventListener("click", (event) => {
       if (app.getHostCapabilities() && app.getHostCapabilities().openLinks) {
         event.preventDefault();
-        app.openLink({ url: task.video_url }).catch(() => window.open(task.video_url, "_blank", "noopener"));
+        app.openLink({ url }).catch(() => window.open(url, "_blank", "noopener"));
       }
     });
     const actions = el("div", { class: "actions" }, open);
@@ -257,7 +284,7 @@
     const body = el(
       "div",
       { class: "body" },
-      task.prompt ? el("p", { class: "prompt" }, task.prompt) : null,
+      words("prompt", task.prompt),
       el("div", { class: "meta" }, `${size}${took}task ${task.task_id}`),
       actions,
       note,
@@ -321,9 +348,9 @@
       el(
         "div",
         { class: "body" },
-        task.prompt ? el("p", { class: "prompt" }, task.prompt) : null,
-        el("p", { class: "error" }, `${error.message.replace(/\.$/, "")}${facts ? ` (${facts})` : ""}.`),
-        el("div", { class: "note" }, FAILED_ADVICE),
+        words("prompt", task.prompt),
+        words("error", `${error.message.replace(/\.$/, "")}${facts ? ` (${facts})` : ""}.`),
+        el("div", { class: "note" }, error.code === "unusable_video_url" ? UNUSABLE_ADVICE : FAILED_ADVICE),
         el("div", { class: "meta" }, `task ${task.task_id}`),
       ),
     );
