@@ -1,7 +1,7 @@
 """Free text a caller hands on (a prompt): no control or bidi characters.
 
 `check_plain_text` refuses, with one sentence naming the argument, the character's code
-point and its position, any C0 or C1 control character but tab and newline (NUL, ESC, CR,
+point and its position, any C0 or C1 control character but tab and line breaks (NUL, ESC,
 DEL, ...), the Unicode bidi controls (U+061C, U+200E, U+200F, U+202A-U+202E,
 U+2066-U+2069) and lone surrogates. Used by every tool and MCP prompt that takes such text.
 
@@ -19,10 +19,23 @@ from __future__ import annotations
 import re
 import unicodedata
 
-# Tab (U+0009) and newline (U+000A) are the only controls a prompt may hold.
-_REFUSED = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
+# Characters that can hide or reorder the text around them: C0 and C1 controls and DEL, the
+# Unicode bidi controls, and lone surrogates. The one definition, for prompts here and for
+# what the sign-in page shows of a stranger's client (oauth.client_rules, oauth.pages).
+_HIDDEN = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
+# Line breaks and tabs are prose, not hiding (CR included: text pasted on Windows has CRLF).
+_PROSE_CONTROLS = frozenset("\t\n\r")
 # Unicode gives controls no names; these are the ones a person may recognise.
-_CONTROL_NAMES = {0x00: "NULL", 0x08: "BACKSPACE", 0x0D: "CARRIAGE RETURN", 0x1B: "ESCAPE", 0x7F: "DELETE"}
+_CONTROL_NAMES = {0x00: "NULL", 0x08: "BACKSPACE", 0x1B: "ESCAPE", 0x7F: "DELETE"}
+
+
+def is_hidden_control(char: str) -> bool:
+    """Whether `char` can hide or reorder the text around it (tab and line breaks included)."""
+    return _HIDDEN.fullmatch(char) is not None
+
+
+def without_hidden_controls(text: str) -> str:
+    return _HIDDEN.sub("", text)
 
 
 class UnsafeText(ValueError):
@@ -32,7 +45,7 @@ class UnsafeText(ValueError):
 def check_plain_text(**texts: str | None) -> None:
     """Raise `UnsafeText` for the first argument (by name; None: not given) holding a refused character."""
     for name, text in texts.items():
-        found = None if text is None else _REFUSED.search(text)
+        found = next((m for m in _HIDDEN.finditer(text) if m.group() not in _PROSE_CONTROLS), None) if text else None
         if found is None:
             continue
         code = ord(found.group())

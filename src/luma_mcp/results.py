@@ -98,18 +98,27 @@ def from_video_result(task_id: str, response: VideoResult | None, fallback_promp
     if response is None:
         return result
     result.prompt = response.prompt or fallback_prompt
-    if status is TaskStatus.SUCCEEDED and not is_web_url(response.video_url or ""):
-        result.status = TaskStatus.FAILED
-        result.error = TaskError(code=UNUSABLE_VIDEO_URL, message=_UNUSABLE_MESSAGE, trace_id=response.trace_id)
-    elif status is TaskStatus.SUCCEEDED:
+    if status is TaskStatus.SUCCEEDED:
         result.video_url = response.video_url
         result.video_id = response.video_id
-        thumbnail = response.thumbnail_url
-        result.thumbnail_url = thumbnail if thumbnail and is_web_url(thumbnail) else None
+        result.thumbnail_url = response.thumbnail_url
         result.width = response.video_width
         result.height = response.video_height
     elif status is TaskStatus.FAILED:
         result.error = _task_error(response)
+    return only_web_media(result, response.trace_id)
+
+
+def only_web_media(result: TaskResult, trace_id: str | None = None) -> TaskResult:
+    """`result` with no media URL that is not http(s): a thumbnail is dropped, a finished video
+    without a usable URL reads as failed (nothing of it shown), saying why. Applied where the provider's answer
+    becomes a result and again where a stored row is read (rows written before this rule)."""
+    if result.thumbnail_url is not None and not is_web_url(result.thumbnail_url):
+        result.thumbnail_url = None
+    if result.status is TaskStatus.SUCCEEDED and not is_web_url(result.video_url or ""):
+        result.status, result.video_url, result.video_id, result.thumbnail_url = TaskStatus.FAILED, None, None, None
+        result.width = result.height = None
+        result.error = TaskError(code=UNUSABLE_VIDEO_URL, message=_UNUSABLE_MESSAGE, trace_id=trace_id)
     return result
 
 

@@ -176,7 +176,7 @@ def test_the_address_rule(address: str, public: bool) -> None:
 REFUSED_CHARACTERS = [
     ("\x00", "U+0000 NULL"),
     ("\x1b", "U+001B ESCAPE"),  # a terminal escape, e.g. in a log being read
-    ("\r", "U+000D CARRIAGE RETURN"),
+    ("\x0b", "U+000B"),  # a vertical tab
     ("\x7f", "U+007F DELETE"),
     ("\x85", "U+0085"),  # a C1 control (NEXT LINE)
     ("\u202e", "U+202E RIGHT-TO-LEFT OVERRIDE"),
@@ -205,6 +205,7 @@ async def test_a_prompt_with_a_control_character_is_refused_and_says_which(
 async def test_text_that_reorders_nothing_is_sent_as_written(mcp_client: Client, sim: Simulator) -> None:
     prompts = [
         "Line one\n\tindented line two",
+        "Pasted on Windows\r\nwith CRLF line ends",
         "A family \U0001f469\u200d\U0001f469\u200d\U0001f467 waving",  # zero-width joiners make one emoji
         "\u05d7\u05ea\u05d5\u05dc \u05e2\u05dc \u05d2\u05d2, \u0642\u0637\u0629",  # Hebrew and Arabic letters
         "Cr\u00e8me br\u00fbl\u00e9e, soft\u00adhyphen",

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from mcp import Client
 
+from luma_mcp.ledger.records import load_result
 from luma_mcp.models import TaskRecord, TaskStatus, VideoResult
 from luma_mcp.results import (
     UNUSABLE_VIDEO_URL,
@@ -150,6 +151,19 @@ def test_a_thumbnail_url_that_is_not_http_is_dropped(url: str) -> None:
     result = from_video_result("t", VideoResult.model_validate(body))
     assert result.status is TaskStatus.SUCCEEDED and result.thumbnail_url is None
     assert result.video_url == body["video_url"]
+
+
+def test_a_row_stored_before_the_rule_reads_back_without_its_javascript_url() -> None:
+    stored = {"task_id": "t", "status": "succeeded", "video_url": "javascript:alert(1)", "video_id": "v"}
+    result = load_result(json.dumps(stored))
+    assert result.status is TaskStatus.FAILED and result.error is not None
+    assert result.error.code == UNUSABLE_VIDEO_URL and (result.video_url, result.video_id) == (None, None)
+    kept = load_result(json.dumps({**stored, "video_url": "https://cdn.example/a.mp4", "thumbnail_url": "data:x"}))
+    assert (kept.status, kept.video_url, kept.thumbnail_url) == (
+        TaskStatus.SUCCEEDED,
+        "https://cdn.example/a.mp4",
+        None,
+    )
 
 
 def test_web_urls_are_kept() -> None:

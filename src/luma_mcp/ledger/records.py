@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict
 
 from luma_mcp.errors import LedgerError
 from luma_mcp.models import SubmitState, TaskStatus
-from luma_mcp.results import TaskError, TaskResult
+from luma_mcp.results import TaskError, TaskResult, only_web_media
 
 T = TypeVar("T")
 
@@ -96,7 +96,7 @@ def to_stored(result: TaskResult) -> StoredResult:
 
 def from_stored(stored: StoredResult) -> TaskResult:
     error = stored.error
-    return TaskResult(
+    result = TaskResult(
         task_id=stored.task_id,
         status=stored.status,
         video_url=stored.video_url,
@@ -108,6 +108,7 @@ def from_stored(stored: StoredResult) -> TaskResult:
         elapsed_seconds=stored.elapsed_seconds,
         error=None if error is None else TaskError(code=error.code, message=error.message, trace_id=error.trace_id),
     )
+    return only_web_media(result)  # a row may predate the rule
 
 
 def dump_result(result: TaskResult) -> str:

@@ -19,12 +19,13 @@ under older rules). What it guarantees:
 
 from __future__ import annotations
 
-import unicodedata
 from typing import Any
 
 from mcp.server.auth.provider import RegistrationErrorCode
 from mcp.shared.auth import OAuthClientInformationFull
 from pydantic import AnyUrl
+
+from luma_mcp.plain_text import is_hidden_control
 
 MAX_REGISTRATION_BYTES = 16_384
 MAX_CLIENT_RECORD_BYTES = 4_096
@@ -34,15 +35,8 @@ MAX_ITEMS = 10
 LOOPBACK_REDIRECT_HOSTS = frozenset({"127.0.0.1", "[::1]", "localhost"})
 # Never an app's scheme, even if an operator lists it: these run code or read files in the browser.
 UNSAFE_SCHEMES = frozenset({"javascript", "data", "file", "vbscript", "blob", "about", "ftp", "ws", "wss"})
-BIDI_CONTROLS = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
 # Fields whose length this server decides, not the client: the id (a document's is its URL, checked there).
 _OWN_FIELDS = frozenset({"client_id", "client_id_issued_at", "client_secret_expires_at"})
-
-
-def is_hidden_control(char: str) -> bool:
-    """Whether `char` can reorder or hide the text around it: a control (C0, C1, DEL), a lone
-    surrogate, or a bidirectional control."""
-    return char in BIDI_CONTROLS or unicodedata.category(char) in ("Cc", "Cs")
 
 
 def record_bytes(client: OAuthClientInformationFull) -> int:

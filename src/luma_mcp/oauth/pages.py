@@ -12,7 +12,7 @@ from urllib.parse import parse_qs, urlsplit
 from starlette.responses import HTMLResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from luma_mcp.oauth.client_rules import is_hidden_control
+from luma_mcp.plain_text import without_hidden_controls
 
 SHOWN_DETAILS_CHARS = 300
 
@@ -21,7 +21,7 @@ def shown(text: str, limit: int) -> str:
     """Untrusted `text` as a page may show it (escape it still): without control or
     bidirectional characters (`client_rules` refuses them at registration; this holds even
     for a record that slipped through), and at most `limit` characters, a cut marked with "…"."""
-    clean = "".join(char for char in text if not is_hidden_control(char))
+    clean = without_hidden_controls(text)
     return clean if len(clean) <= limit else clean[: limit - 1] + "…"
 
 
