@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 # A request names URLs, not bodies; 16 MiB leaves room for an image pasted as base64 in an argument.
 MAX_LINE_BYTES = 16 * 1024 * 1024
 _DISCARD_CHUNK = 64 * 1024
+_PARSE_IN_LOOP_BYTES = 1024 * 1024  # a longer line is parsed in a worker thread
 _QUEUED_LINES = 2  # lines read ahead of the parser: with the bound, at most 32 MiB waiting
 # The id, when a client writes it first (the SDK writes {"jsonrpc":"2.0","id":...}): found without parsing.
 _LEADING_ID = re.compile(rb'\A\s*\{\s*(?:"jsonrpc"\s*:\s*"2\.0"\s*,\s*)?"id"\s*:\s*(-?\d{1,18}|"[^"\\]{0,200}")\s*[,}]')
@@ -169,13 +170,19 @@ async def serve_wire(lines: InputLines, output: Output, requests: OpenRequests) 
     async def read() -> None:
         async with read_writer:
             async for line in lines:
-                message = parse(line)
+                if isinstance(line, bytes) and len(line) > _PARSE_IN_LOOP_BYTES:
+                    message = await anyio.to_thread.run_sync(parse, line)  # calls in progress go on meanwhile
+                else:
+                    message = parse(line)
                 if isinstance(message, Refused):
                     log.info("refused a line from the client: %s", message.answer.error.message)
                     await output.send(message.answer)
                     continue
                 requests.read(message)
-                await read_writer.send(SessionMessage(message))
+                try:
+                    await read_writer.send(SessionMessage(message))
+                except (anyio.ClosedResourceError, anyio.BrokenResourceError):  # the server has stopped reading
+                    return
 
     async def write() -> None:
         async with write_reader:
