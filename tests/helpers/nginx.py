@@ -20,6 +20,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from .debian import apt_install
 from .http import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -30,13 +31,8 @@ def nginx_binary() -> str:
     found = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
     if found:
         return found
-    if os.geteuid() != 0 or shutil.which("apt-get") is None:
-        pytest.skip("nginx is not installed and this user cannot apt-get install it")
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    for command in (["apt-get", "update", "-q"], ["apt-get", "install", "-y", "-q", "nginx-light"]):
-        done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=900, check=False)
-        if done.returncode != 0:
-            pytest.skip(f"apt-get could not install nginx-light: {done.stderr.strip()[-300:]}")
+    if (why_not := apt_install("nginx-light")) is not None:
+        pytest.skip(why_not)
     return shutil.which("nginx") or "/usr/sbin/nginx"
 
 
