@@ -13,7 +13,8 @@ Over HTTP (skipped by `--quick` and `--skip-http`), the same 90-second video wai
 the provider's callbacks and by polling alone, side by side.
 Last (skipped by `--skip-http`), the server over streamable HTTP: throughput and latency
 at several concurrencies (plotted to results/latency.png, see http_load.py) and memory
-while 200 calls wait at once.
+while 200 calls wait at once; then ten minutes of churn (churn.py: sessions, abandoned waits,
+sign-ins, callbacks) and the memory and descriptors it leaves (`--churn-minutes 0` skips it).
 
 Results go to benchmarks/results/latest.json and benchmarks/RESULTS.md, and the tables to
 stdout. The exit status is non-zero only if something crashed: a missed target is a
@@ -46,6 +47,7 @@ from mcp import Client, StdioServerParameters
 from mcp.client.extension import advertise
 from mcp.types import CallToolResult, TextContent, TextResourceContents
 
+import churn
 from http_load import LEVEL_TIME_LIMIT, HttpReport, free_port, http_server, mcp_client, measure_http
 from http_load import http_env as http_server_env
 from latency_plot import LatencyPoint, plot_latency
@@ -1353,6 +1355,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--skip-http", action="store_true", help="skip the HTTP part: throughput, memory, OAuth (~60 s)"
     )
+    parser.add_argument(
+        "--churn-minutes", type=float, default=10, help="minutes of churn over HTTP, after a 1-minute warm-up (0 skips)"
+    )
     args = parser.parse_args(argv)
     if args.runs < 1 or args.batch < 1 or args.calls < 2 or args.warmup < 0:
         parser.error("--runs and --batch must be at least 1, --calls at least 2 (for a p90)")
@@ -1401,6 +1406,22 @@ async def run_http(results: Results) -> None:
     results.raw["oauth"] = asdict(oauth)
 
 
+async def run_churn(results: Results, minutes: float) -> None:
+    report = await churn.measure(minutes, say)
+    for key, label, unit, description, value, at_most in churn.figures(report):
+        figure = http_figure(key, label, unit, description, value)
+        figure.target = None if at_most is None else Target("<=", at_most)
+        results.figures.append(figure)
+    results.raw["churn"] = {
+        "warm": asdict(report.warm),
+        "end": asdict(report.end),
+        "seconds": report.seconds,
+        "actions": dict(report.actions),
+        "failures": dict(report.failures),
+        "samples": [asdict(sample) for sample in report.samples],
+    }
+
+
 async def run(args: argparse.Namespace) -> Results:
     results = await run_stdio(args)
     if not args.quick:
@@ -1418,6 +1439,8 @@ async def run(args: argparse.Namespace) -> Results:
         results.raw["callbacks"] = [asdict(r) for r in results.callbacks]
     if not args.skip_http:
         await run_http(results)
+    if not args.skip_http and args.churn_minutes > 0:
+        await run_churn(results, args.churn_minutes)
     return results
 
 

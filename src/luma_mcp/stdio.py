@@ -3,7 +3,8 @@
 The SDK's stdio transport reads stdin in a worker thread that no cancellation can
 interrupt, so a stop signal only took effect once the host closed stdin (SIGINT), or
 killed the process without answering anyone (SIGTERM). Here stdin is read by a daemon
-thread, and the server sees lines through a queue that can be ended at any time.
+thread, and the server sees lines through a queue that can be ended at any time (stdio_wire.py:
+a line is bounded, parsed once, and a bad one answered with an error).
 
 Guarantees, on the first SIGINT or SIGTERM: no new request is read; `stopping` is set, so
 calls that are waiting for a video answer at once with their task id; once every request
@@ -16,107 +17,25 @@ SDK's own transport is used.
 
 from __future__ import annotations
 
-import io
-import json
 import logging
 import os
-import queue
 import signal
 import sys
 import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, BinaryIO
 
 import anyio
 from anyio.abc import TaskGroup
 from mcp.server import MCPServer
-from mcp.server.stdio import stdio_server
 
+from luma_mcp.stdio_wire import InputLines, OpenRequests, Output, serve_wire
 from luma_mcp.waiting import SHUTDOWN_GRACE_SECONDS
 
 log = logging.getLogger(__name__)
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
-
-
-class OpenRequests:
-    """JSON-RPC requests read from the client and not yet answered on stdout."""
-
-    def __init__(self) -> None:
-        self.ids: set[Any] = set()
-
-    def read(self, line: str) -> None:
-        message = _json_object(line)
-        if message is not None and "method" in message and message.get("id") is not None:
-            self.ids.add(_key(message["id"]))
-
-    def written(self, text: str) -> None:
-        if not self.ids:
-            return
-        message = _json_object(text)
-        if message is not None and ("result" in message or "error" in message) and "id" in message:
-            self.ids.discard(_key(message["id"]))
-
-
-class InputLines(anyio.AsyncFile[str]):
-    """stdin's lines, read by a daemon thread; `pause` stops handing them on, `end` is EOF now."""
-
-    def __init__(self, wire: BinaryIO, requests: OpenRequests) -> None:
-        self._text = io.TextIOWrapper(wire, encoding="utf-8", errors="replace")
-        super().__init__(self._text)
-        self._requests = requests
-        self._lines: queue.Queue[str | None] = queue.Queue(maxsize=64)
-        self._paused = False
-        threading.Thread(target=self._pump, name="luma-mcp stdin", daemon=True).start()
-
-    def _pump(self) -> None:
-        try:
-            for line in self._text:
-                self._lines.put(line)
-        except (OSError, ValueError):
-            log.debug("stdin could not be read further", exc_info=True)
-        self._lines.put(None)
-
-    async def __aiter__(self) -> AsyncIterator[str]:
-        while (line := await anyio.to_thread.run_sync(self._lines.get, abandon_on_cancel=True)) is not None:
-            if self._paused:
-                continue  # stopping: requests after the signal are not started
-            self._requests.read(line)
-            yield line
-
-    def pause(self) -> None:
-        self._paused = True
-
-    def end(self) -> None:
-        self._paused = True
-        # Unblocks the reader at once; a full queue means one is about to be taken anyway.
-        try:
-            self._lines.put_nowait(None)
-        except queue.Full:
-            threading.Thread(target=self._lines.put, args=(None,), daemon=True).start()
-
-
-class OutputLines(anyio.AsyncFile[str]):
-    """stdout for the protocol: each message written and flushed in one step, then counted as sent."""
-
-    def __init__(self, wire: BinaryIO, requests: OpenRequests) -> None:
-        self._text = io.TextIOWrapper(wire, encoding="utf-8")
-        super().__init__(self._text)
-        self._requests = requests
-
-    async def write(self, text: str) -> int:
-        def write_and_flush() -> int:
-            count = self._text.write(text)
-            self._text.flush()
-            return count
-
-        count = await anyio.to_thread.run_sync(write_and_flush)
-        self._requests.written(text)
-        return count
-
-    async def flush(self) -> None:
-        pass  # every write is flushed
 
 
 def run_stdio(server: MCPServer[Any], stopping: threading.Event) -> None:
@@ -130,12 +49,12 @@ def run_stdio(server: MCPServer[Any], stopping: threading.Event) -> None:
 async def _serve(server: MCPServer[Any], stopping: threading.Event) -> None:
     requests = OpenRequests()
     with _claimed_stdio() as (wire_in, wire_out):
-        lines = InputLines(wire_in, requests)
-        output = OutputLines(wire_out, requests)
+        lines = InputLines(wire_in)
+        output = Output(wire_out, requests)
         try:
             async with anyio.create_task_group() as signals_group:
                 signals_group.start_soon(_stop_on_signals, lines, requests, stopping, signals_group)
-                async with stdio_server(stdin=lines, stdout=output) as (read_stream, write_stream):
+                async with serve_wire(lines, output, requests) as (read_stream, write_stream):
                     lowlevel = server._lowlevel_server  # what MCPServer.run_stdio_async runs, with our streams
                     await lowlevel.run(read_stream, write_stream, lowlevel.create_initialization_options())
                 signals_group.cancel_scope.cancel()
@@ -192,15 +111,3 @@ def _claimed_stdio() -> Iterator[tuple[BinaryIO, BinaryIO]]:
         wire_out.flush()
         os.dup2(wire_out_fd, 1)
         os.dup2(wire_in_fd, 0)
-
-
-def _json_object(text: str) -> dict[str, Any] | None:
-    try:
-        message = json.loads(text)
-    except ValueError:
-        return None
-    return message if isinstance(message, dict) else None
-
-
-def _key(request_id: Any) -> Any:
-    return request_id if isinstance(request_id, str | int) else json.dumps(request_id)

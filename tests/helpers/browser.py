@@ -9,7 +9,6 @@ gives each launch a fresh profile.
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -17,6 +16,8 @@ from pathlib import Path
 import pytest
 
 from luma_mcp.player import ext_apps_version
+
+from .debian import apt_install
 
 CHROMIUM = Path("/usr/bin/chromium")
 ROOT = Path(__file__).resolve().parents[2]
@@ -45,13 +46,8 @@ def chromium() -> Path:
     """The system Chromium, installed with apt-get if need be; skips the test where impossible."""
     if CHROMIUM.exists():
         return CHROMIUM
-    if os.geteuid() != 0 or shutil.which("apt-get") is None:
-        pytest.skip("Chromium is not installed (/usr/bin/chromium) and this user cannot apt-get install it")
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    for command in (["apt-get", "update", "-q"], ["apt-get", "install", "-y", "-q", "chromium"]):
-        done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=900, check=False)
-        if done.returncode != 0:
-            pytest.skip(f"apt-get could not install chromium: {done.stderr.strip()[-300:]}")
+    if (why_not := apt_install("chromium")) is not None:
+        pytest.skip(why_not)
     if not CHROMIUM.exists():
         pytest.skip("apt-get installed chromium, but /usr/bin/chromium is not there")
     return CHROMIUM

@@ -20,6 +20,8 @@ from pathlib import Path
 
 import pytest
 
+from .debian import apt_install
+
 
 def _binaries() -> Path | None:
     for candidate in sorted(glob.glob("/usr/lib/postgresql/*/bin"), reverse=True):
@@ -27,18 +29,6 @@ def _binaries() -> Path | None:
             return Path(candidate)
     initdb = shutil.which("initdb")
     return Path(initdb).parent if initdb else None
-
-
-def _install() -> str | None:
-    """Install Debian's postgresql; None on success, else why not."""
-    if os.geteuid() != 0 or shutil.which("apt-get") is None:
-        return "PostgreSQL is not installed and this user cannot apt-get install it"
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    for command in (["apt-get", "update", "-q"], ["apt-get", "install", "-y", "-q", "postgresql"]):
-        done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=900, check=False)
-        if done.returncode != 0:
-            return f"apt-get could not install postgresql: {done.stderr.strip()[-300:]}"
-    return None
 
 
 def _as_postgres_user(command: list[str]) -> list[str]:
@@ -59,7 +49,7 @@ def postgres_server() -> Iterator[str]:
     """The base URL (no database) of a running PostgreSQL server."""
     binaries = _binaries()
     if binaries is None or (os.geteuid() == 0 and not _has_postgres_user()):
-        reason = _install()
+        reason = apt_install("postgresql")
         binaries = _binaries()
         if binaries is None or (os.geteuid() == 0 and not _has_postgres_user()):
             pytest.skip(reason or "PostgreSQL (or its system user) could not be found after installing it")
