@@ -28,6 +28,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from luma_mcp.config import Settings
 from luma_mcp.ledger import Ledger
+from luma_mcp.oauth import fetch_slots
 from luma_mcp.oauth.grants import GrantStore, is_access_token
 from luma_mcp.oauth.provider import SCOPE, SIGNIN_PATH, LumaAuthServer
 from luma_mcp.oauth.sealing import Sealer
@@ -191,6 +192,7 @@ class _PerAddress:
         if scope["type"] == "http" and scope["method"] != "OPTIONS":
             client = scope.get("client")
             key = client_key(client[0] if client else "")
+            fetch_slots.requester.set(key)  # whose share of document fetches this request spends
             wait = self.buckets.wait(key)
             if wait:
                 body = json.dumps(
