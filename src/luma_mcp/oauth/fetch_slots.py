@@ -51,11 +51,7 @@ class _Turns:
         entry = self._by_key.setdefault(key, _Key(anyio.Semaphore(self.size)))
         entry.users += 1
         try:
-            acquired = False
-            with anyio.move_on_after(wait):
-                await entry.semaphore.acquire()
-                acquired = True
-            if not acquired:
+            if not await _acquire(entry.semaphore, wait):
                 raise NoFetchSlot(f"{self.size} fetches {self.whose} are already in progress")
             try:
                 yield
@@ -97,11 +93,19 @@ class FetchSlots:
             if address is not None:
                 await held.enter_async_context(self._requesters.turn(address, self.wait))
             await held.enter_async_context(self._hosts.turn(host, self.wait))
-            acquired = False
-            with anyio.move_on_after(shared_wait):
-                await self._shared.acquire()
-                held.callback(self._shared.release)
-                acquired = True
-            if not acquired:
+            if not await _acquire(self._shared, shared_wait):
                 raise NoFetchSlot(f"all {self.total} fetch slots stayed taken for {shared_wait:g} s")
+            held.callback(self._shared.release)
             yield
+
+
+async def _acquire(semaphore: anyio.Semaphore, wait: float) -> bool:
+    """Whether a slot of `semaphore` was had, at once or within `wait` seconds."""
+    try:
+        semaphore.acquire_nowait()
+    except anyio.WouldBlock:
+        with anyio.move_on_after(wait):
+            await semaphore.acquire()
+            return True
+        return False
+    return True
