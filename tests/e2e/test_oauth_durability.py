@@ -305,9 +305,12 @@ def test_sigkill_during_oauth_writes_leaves_a_working_token_or_a_clean_sign_in_a
             spare = deployment.start()  # up by the time the kill is done, on the same ledger
             # "soon": within the time such a request takes, so that most kills land while it is handled.
             delay = rng.uniform(0, 1.2 * took[operation])
-            outcome = killed_during(app, operation, way, current, spare, delay, took)
+            try:
+                outcome = killed_during(app, operation, way, current, spare, delay, took)
+            finally:
+                current.stop()  # killed already, unless the step failed first
+                current = spare
             seen[f"{operation} killed {way}: {outcome}"] += 1
-            current = spare
             check_ledger(store)
             assert not app.works(current, "luma_at_" + "x" * 43)  # a made-up token admits nobody
     finally:
