@@ -1,147 +1,29 @@
-"""OAuth's writes against real server processes: killed with SIGKILL in the middle of them,
-and two replicas (or one, twice) refreshing the same grant at the same moment. On SQLite and
-on PostgreSQL; the person signs in with an access key (keys mode), as plain HTTP requests."""
+"""OAuth's writes against real server processes killed with SIGKILL in the middle of them, on
+SQLite and on PostgreSQL; the person signs in with an access key (keys mode), as plain HTTP
+requests. (Two processes refreshing at once: test_oauth_refresh_race.py.)"""
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import random
 import sqlite3
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from functools import partial
-from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
-import pytest
 
-from luma_mcp.simulator import SimulatorServer
+from luma_mcp.oauth.grants import token_hash
 
 from ..helpers.common import raw_sql
-from ..helpers.http import KEY, TOKEN_A, HttpServer, free_port, http_env
-from ..helpers.oauth import RawConnector, hidden_fields, mcp_status, oauth_env
-from ..helpers.postgres import fresh_database
-
-# Every grant either waits for its code's exchange, or has its one live refresh token (and at
-# most one access token); no token outlives its grant.
-HALF_WRITTEN = """
-SELECT g.grant_id FROM oauth_grants g WHERE NOT (
-  (SELECT count(*) FROM oauth_tokens t WHERE t.grant_id = g.grant_id AND t.kind = 'refresh' AND t.used_at IS NULL) = 1
-  AND (SELECT count(*) FROM oauth_tokens t WHERE t.grant_id = g.grant_id AND t.kind = 'access') <= 1
-  OR (SELECT count(*) FROM oauth_tokens t WHERE t.grant_id = g.grant_id AND t.kind = 'code' AND t.used_at IS NULL) = 1
-  AND (SELECT count(*) FROM oauth_tokens t WHERE t.grant_id = g.grant_id AND t.kind != 'code') = 0)
-"""
-ORPHANS = (
-    "SELECT count(*) FROM oauth_tokens t WHERE NOT EXISTS (SELECT 1 FROM oauth_grants g WHERE g.grant_id = t.grant_id)"
-)
+from ..helpers.http import KEY, HttpServer
+from ..helpers.oauth import RawConnector, hidden_fields, mcp_status
+from ..helpers.oauth_ledger import Deployment, check_ledger, spent
 
 Killer = Callable[[HttpServer, threading.Thread], None]  # starts the request's thread, kills the server
-
-
-@dataclass
-class Deployment:
-    """Server processes on one ledger, behind one public URL (as a load balancer would put them)."""
-
-    env: dict[str, str]
-    store: str  # for raw_sql
-    public_port: int
-
-    def start(self, port: int | None = None) -> HttpServer:
-        return HttpServer(self.env, port=port or free_port())
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def deployment(request: pytest.FixtureRequest, sim_server: SimulatorServer, private_folders: Path) -> Deployment:
-    port = free_port()
-    env = http_env(
-        sim_server, ACEDATACLOUD_API_TOKEN=TOKEN_A, LUMA_MCP_API_KEYS=KEY, **oauth_env(f"http://127.0.0.1:{port}")
-    )
-    if request.param == "postgres":
-        store = fresh_database(request.getfixturevalue("postgres_server"))
-        env["LUMA_LEDGER_URL"] = store
-    else:
-        store = str(private_folders / "ledger.sqlite3")
-    return Deployment(env, store, port)
-
-
-def refresh_hash(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
-
-
-def spent(store: str, token: str) -> bool | None:
-    """Whether the ledger has `token` spent; None: it has no such token."""
-    rows = raw_sql(store, "SELECT used_at FROM oauth_tokens WHERE token_hash = ?", (refresh_hash(token),))
-    return None if not rows else rows[0][0] is not None
-
-
-def check_ledger(store: str) -> None:
-    assert raw_sql(store, ORPHANS) == [(0,)]
-    assert raw_sql(store, HALF_WRITTEN) == []
-
-
-# --- two requests, one refresh token -------------------------------------------------------
-
-
-@pytest.fixture
-def replicas(deployment: Deployment) -> Iterator[tuple[HttpServer, HttpServer]]:
-    pair = (deployment.start(deployment.public_port), deployment.start())
-    try:
-        yield pair[0].wait_ready(), pair[1].wait_ready()
-    finally:
-        for server in pair:
-            server.stop()
-
-
-def test_the_same_refresh_token_sent_to_two_replicas_at_once_rotates_once(
-    deployment: Deployment, replicas: tuple[HttpServer, HttpServer]
-) -> None:
-    """Each round the same refresh token reaches two replicas (then one replica twice) at the
-    same moment: one 200, one invalid_grant; the winner's tokens work and refresh again."""
-    first, second = replicas
-    with httpx.Client(base_url=first.url, timeout=30) as http:
-        raw = RawConnector(http)
-        assert raw.register().status_code == 201
-        tokens = raw.tokens(KEY)
-    losses: Counter[str] = Counter()
-    clients = [httpx.Client(base_url=url, timeout=30) for url in (first.url, second.url, first.url)]
-    barrier = threading.Barrier(2)
-    data = {"grant_type": "refresh_token", "client_id": raw.client_id}
-
-    def send(http: httpx.Client, refresh_token: str) -> httpx.Response:
-        http.get("/health")  # the connection is open before the barrier
-        barrier.wait(timeout=30)
-        return http.post("/token", data={**data, "refresh_token": refresh_token})
-
-    try:
-        with ThreadPoolExecutor(2) as pool:
-            for round_ in range(30):
-                pair = (clients[0], clients[1]) if round_ < 20 else (clients[0], clients[2])
-                answers = list(pool.map(send, pair, [tokens["refresh_token"]] * 2))
-                codes = sorted(answer.status_code for answer in answers)
-                assert codes == [200, 400], (round_, [a.text for a in answers])
-                winner, loser = sorted(answers, key=lambda answer: answer.status_code)
-                assert loser.json()["error"] == "invalid_grant"
-                losses[loser.json()["error_description"]] += 1
-                tokens = winner.json()
-                assert mcp_status(second.url if round_ % 2 else first.url, tokens["access_token"]).status_code == 200
-    finally:
-        for http in clients:
-            http.close()
-    with httpx.Client(base_url=second.url, timeout=30) as http:
-        again = RawConnector(http, client_id=raw.client_id).refresh(tokens["refresh_token"])
-    assert again.status_code == 200 and mcp_status(first.url, again.json()["access_token"]).status_code == 200
-    check_ledger(deployment.store)
-    assert raw_sql(deployment.store, "SELECT count(*) FROM oauth_grants") == [(1,)]
-    print(f"losers: {dict(losses)}")  # at the conditional update, or finding it just spent
-
-
-# --- SIGKILL mid-write ---------------------------------------------------------------------
 
 
 def unanswered(
@@ -392,7 +274,7 @@ def killer(app: App, operation: str, way: str, token: str) -> Killer | None:
         return None
     if operation in ("exchange", "refresh"):
         spent_token = "SELECT count(*) FROM oauth_tokens WHERE token_hash = ? AND used_at IS NOT NULL"
-        return at_commit(store, spent_token, (refresh_hash(token),), 0)
+        return at_commit(store, spent_token, (token_hash(token),), 0)
     table = "oauth_clients" if operation == "register" else "oauth_grants"
     rows = f"SELECT count(*) FROM {table}"  # noqa: S608 (one of two names)
     return at_commit(store, rows, (), raw_sql(store, rows)[0][0])
