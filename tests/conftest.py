@@ -17,6 +17,7 @@ from luma_mcp.server import create_server
 from luma_mcp.simulator import Simulator, SimulatorServer
 
 from .helpers.common import CANARY_TOKEN, FAST_RETRY, FAST_SCHEDULE, make_settings, open_store
+from .helpers.oauth_ledger import deployment  # noqa: F401 (a fixture: OAuth server processes on one ledger)
 from .helpers.postgres import fresh_database, postgres_server  # noqa: F401 (a fixture, shared by every test file)
 from .helpers.tls import tls_files  # noqa: F401 (a fixture, shared by every test file)
 

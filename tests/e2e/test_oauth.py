@@ -140,12 +140,19 @@ def test_what_the_authorization_server_refuses(sim_server: SimulatorServer, priv
             challenge = revoked.headers["www-authenticate"]
             assert 'error="invalid_token"' in challenge
             assert f'resource_metadata="{server.url}/.well-known/oauth-protected-resource/mcp"' in challenge
-            # Refresh rotates; the old refresh token again revokes the grant.
+            # Refresh rotates; the old refresh token again is refused, and later (not a concurrent
+            # refresh's loser) revokes the grant.
             tokens = raw.tokens(TOKEN_A)
             rotated = raw.refresh(tokens["refresh_token"])
             assert rotated.status_code == 200 and rotated.json()["refresh_token"] != tokens["refresh_token"]
             assert mcp_status(server.url, tokens["access_token"]).status_code == 401  # the old access token ended
             assert mcp_status(server.url, rotated.json()["access_token"]).status_code == 200
+            assert raw.refresh(tokens["refresh_token"]).json()["error"] == "invalid_grant"
+            assert mcp_status(server.url, rotated.json()["access_token"]).status_code == 200
+            raw_sql_file(
+                private_folders / "ledger.sqlite3",
+                "UPDATE oauth_tokens SET used_at = used_at - 60 WHERE kind = 'refresh'",
+            )
             assert raw.refresh(tokens["refresh_token"]).json()["error"] == "invalid_grant"
             assert mcp_status(server.url, rotated.json()["access_token"]).status_code == 401
             # Revocation ends the access and the refresh token together.

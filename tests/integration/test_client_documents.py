@@ -21,7 +21,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from luma_mcp.oauth.client_documents import MAX_CONCURRENT_FETCHES, MAX_DOCUMENT_BYTES, ClientDocuments
+from luma_mcp.oauth import fetch_slots
+from luma_mcp.oauth.client_documents import MAX_DOCUMENT_BYTES, ClientDocuments
+from luma_mcp.oauth.fetch_slots import MAX_CONCURRENT_FETCHES, FetchSlots
 
 from ..helpers.http import Listener
 from ..helpers.tls import TlsServer, trusting
@@ -393,16 +395,76 @@ async def test_a_cancelled_get_leaves_the_others_their_answer(host: DocumentHost
     assert host.requests == ["/stall/cancelled"] * 2
 
 
-async def test_fetches_at_once_are_bounded(host: DocumentHost, documents: ClientDocuments) -> None:
+async def test_fetches_at_once_are_bounded(host: DocumentHost) -> None:
+    """In all (here, with the bounds per host and per address lifted: one host on loopback)."""
+    documents = fetcher(host, slots=FetchSlots(per_host=100, per_requester=100))
     count = MAX_CONCURRENT_FETCHES + 6
     results: list[OAuthClientInformationFull | None] = []
 
     async def get(n: int) -> None:
         results.append(await documents.get(f"{host.url}/slow/{n}"))
 
-    with anyio.fail_after(15):
-        async with anyio.create_task_group() as tasks:
-            for n in range(count):
-                tasks.start_soon(get, n)
+    try:
+        with anyio.fail_after(15):
+            async with anyio.create_task_group() as tasks:
+                for n in range(count):
+                    tasks.start_soon(get, n)
+    finally:
+        await documents.aclose()
     assert len(results) == count and all(r is not None for r in results)
     assert len(host.requests) == count and 1 < host.most_active <= MAX_CONCURRENT_FETCHES
+
+
+# --- one slow host, or one address, against everyone else --------------------------------
+
+SLOW_SECONDS = 5  # the slow host answers after this: as long as a fetch may take
+
+
+async def flood_then_fast(
+    host: DocumentHost, caplog: pytest.LogCaptureFixture, addresses: list[str]
+) -> tuple[float, OAuthClientInformationFull | None]:
+    """20 gets of documents on a host that takes 5 s to answer (`localhost`, the slow one),
+    from `addresses` in turn; once it is saturated, a get of a document on another host
+    (`127.0.0.1`) from another address: how long that took, and what it got."""
+    port = host.origin[1]
+    documents = fetcher(host)
+    documents._exempt_origins += (("localhost", port),)  # the same loopback server, by its other name
+    fast: list[tuple[float, OAuthClientInformationFull | None]] = []
+
+    async def slow(n: int) -> None:
+        fetch_slots.requester.set(addresses[n % len(addresses)])
+        await documents.get(f"https://localhost:{port}/slow/{n}?seconds={SLOW_SECONDS}")
+
+    try:
+        with caplog.at_level(logging.WARNING, logger=LOGGER), anyio.fail_after(3 * SLOW_SECONDS + 10):
+            async with anyio.create_task_group() as tasks:
+                for n in range(20):
+                    tasks.start_soon(slow, n)
+                while host.active < min(2, len(addresses) * 2):  # noqa: ASYNC110 (the server's own count)
+                    await anyio.sleep(0.01)
+                await anyio.sleep(0.2)  # every get of the flood has now asked for its slots
+                fetch_slots.requester.set("192.0.2.77")  # someone else, signing in meanwhile
+                started = time.monotonic()
+                client = await documents.get(f"{host.url}/docs/fast")
+                fast.append((time.monotonic() - started, client))
+    finally:
+        await documents.aclose()
+    return fast[0]
+
+
+async def test_a_slow_host_flooded_from_many_addresses_never_delays_another_hosts_document(
+    host: DocumentHost, caplog: pytest.LogCaptureFixture
+) -> None:
+    seconds, client = await flood_then_fast(host, caplog, [f"198.51.100.{n}" for n in range(20)])
+    print(f"fast host's document during a slow-host flood from 20 addresses: {seconds:.3f} s")
+    assert client is not None and client.client_id == f"{host.url}/docs/fast"
+    assert seconds < 1.5, seconds  # it never waited for the slow host's fetches
+    assert host.most_active <= 2  # the slow host got 2 fetches at once, whoever asked
+    assert "fetches from this document's host are already in progress" in reasons(caplog)
+
+
+async def test_one_address_gets_two_fetches_at_once(host: DocumentHost, caplog: pytest.LogCaptureFixture) -> None:
+    seconds, client = await flood_then_fast(host, caplog, ["203.0.113.5"])
+    assert client is not None and seconds < 1.5, seconds
+    assert host.most_active <= 2
+    assert "fetches for the requesting address are already in progress" in reasons(caplog)

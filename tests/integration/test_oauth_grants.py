@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import re
 
+import anyio
 import pytest
-from mcp.server.auth.provider import AuthorizationParams, AuthorizeError, RegistrationError
+from mcp.server.auth.provider import AuthorizationParams, AuthorizeError, RegistrationError, TokenError
 from mcp.shared.auth import OAuthClientInformationFull, OAuthToken
 from pydantic import AnyUrl
 
@@ -15,13 +16,16 @@ from luma_mcp.oauth.grants import MAX_GRANTS_PER_SUBJECT, GrantStore
 from luma_mcp.oauth.provider import LumaAuthServer
 from luma_mcp.oauth.sealing import Sealer
 
-from ..helpers.common import raw_sql
+from ..helpers.common import open_store, raw_sql
 from ..helpers.oauth import OAUTH_KEY
 
 pytestmark = pytest.mark.anyio
 RESOURCE = "http://127.0.0.1:9/mcp"
 NEW_KEY = "J1t1b3nF6w7sXoQ1yq7m0s0C7u0b2d9kQeN2b6yM3Ck="
 API_TOKEN = "acedata-token-in-a-grant-1"
+ORPHAN_TOKENS = (
+    "SELECT count(*) FROM oauth_tokens t WHERE NOT EXISTS (SELECT 1 FROM oauth_grants g WHERE g.grant_id = t.grant_id)"
+)
 
 
 def auth_server(ledger: Ledger, key: str = OAUTH_KEY, *, max_clients: int = 100) -> LumaAuthServer:
@@ -187,3 +191,104 @@ async def test_a_client_record_is_bounded_when_registered_and_when_looked_up(led
     ).model_dump_json(exclude_none=True)
     raw_sql(store, "UPDATE oauth_clients SET info = ? WHERE client_id = ?", (info, "old"))
     assert await server.get_client("old") is None
+
+
+async def refreshed(server: LumaAuthServer, client: OAuthClientInformationFull, refresh_token: str) -> OAuthToken:
+    refresh = await server.load_refresh_token(client, refresh_token)
+    if refresh is None:  # as the SDK's /token answers it
+        raise TokenError("invalid_grant", "refresh token does not exist")
+    return await server.exchange_refresh_token(client, refresh, refresh.scopes)
+
+
+async def test_a_refresh_token_sent_twice_at_once_rotates_once_and_the_winner_keeps_its_sign_in(
+    ledger: Ledger, store: str
+) -> None:
+    """Two replicas (or a retried request) refreshing with one token: one wins; the other,
+    arriving just after the winner spent it, is refused without ending the winner's sign-in.
+    Both orders of arrival: together at the conditional update, and one after the other."""
+    server = auth_server(ledger)
+    client, tokens = await exchanged(server)
+    for _ in range(5):
+        outcomes = await asyncio.gather(
+            *(refreshed(server, client, tokens.refresh_token or "") for _ in range(2)), return_exceptions=True
+        )
+        won = [outcome for outcome in outcomes if isinstance(outcome, OAuthToken)]
+        lost = [outcome for outcome in outcomes if isinstance(outcome, TokenError)]
+        assert len(won) == 1 and len(lost) == 1 and lost[0].error == "invalid_grant", outcomes
+        late = await asyncio.gather(refreshed(server, client, tokens.refresh_token or ""), return_exceptions=True)
+        assert isinstance(late[0], TokenError) and late[0].error == "invalid_grant"  # a moment later: refused too
+        tokens = won[0]
+        assert await server.load_access_token(tokens.access_token) is not None  # the winner's sign-in lives on
+    tokens = await refreshed(server, client, tokens.refresh_token or "")
+    assert await server.load_access_token(tokens.access_token) is not None
+    assert raw_sql(store, "SELECT count(*) FROM oauth_grants") == [(1,)]
+
+
+async def test_a_refresh_token_presented_again_later_ends_the_sign_in(ledger: Ledger, store: str) -> None:
+    """Outside the moment a concurrent refresh takes, a spent refresh token means someone else
+    has it (RFC 9700 §4.14.2): the whole sign-in ends, its fresh tokens with it."""
+    server = auth_server(ledger)
+    client, tokens = await exchanged(server)
+    rotated = await refreshed(server, client, tokens.refresh_token or "")
+    raw_sql(store, "UPDATE oauth_tokens SET used_at = used_at - 3600 WHERE used_at IS NOT NULL")  # an hour on
+    with pytest.raises(TokenError, match="does not exist"):
+        await refreshed(server, client, tokens.refresh_token or "")
+    assert await server.load_access_token(rotated.access_token) is None
+    with pytest.raises(TokenError):
+        await refreshed(server, client, rotated.refresh_token or "")
+    assert raw_sql(store, "SELECT count(*) FROM oauth_grants") == [(0,)]
+    assert raw_sql(store, "SELECT count(*) FROM oauth_tokens") == [(0,)]
+
+
+async def test_a_code_presented_again_at_once_still_ends_the_sign_in(ledger: Ledger) -> None:
+    """A code travels in a browser's URL: a second exchange, however soon, is someone else's."""
+    server = auth_server(ledger)
+    client = await registered(server)
+    code = await server.load_authorization_code(client, await signed_in(server))
+    assert code is not None
+    tokens = await server.exchange_authorization_code(client, code)
+    assert await server.load_authorization_code(client, code.code) is None
+    assert await server.load_access_token(tokens.access_token) is None
+
+
+async def waiting_on_a_lock(store: str, statement: str, count: int = 1) -> None:
+    """Until `count` sessions of the store wait on a row lock at a statement starting so."""
+    query = "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE ?"
+    with anyio.fail_after(20):
+        while raw_sql(store, query, (f"{statement}%",))[0][0] < count:  # noqa: ASYNC110 (another process's state)
+            await anyio.sleep(0.02)
+
+
+async def test_a_revoke_racing_a_refresh_on_another_replica_leaves_no_token_without_its_grant(
+    postgres_url: str,
+) -> None:
+    """The refresh is held at its last statement (another session locks the client's row), the
+    revoke starts meanwhile; when both have run, nothing of the grant is left, nor usable."""
+    import psycopg
+
+    store = postgres_url
+    replica_a, replica_b = open_store(store), open_store(store)
+    try:
+        server_a, server_b = auth_server(replica_a), auth_server(replica_b)
+        client, tokens = await exchanged(server_a)
+        refresh = await server_a.load_refresh_token(client, tokens.refresh_token or "")
+        assert refresh is not None
+        with psycopg.connect(store) as holder:
+            holder.execute("SELECT 1 FROM oauth_clients WHERE client_id = 'client-1' FOR UPDATE")
+            async with anyio.create_task_group() as tasks:
+                rotated: list[OAuthToken] = []
+
+                async def rotate() -> None:
+                    rotated.append(await server_a.exchange_refresh_token(client, refresh, refresh.scopes))
+
+                tasks.start_soon(rotate)
+                await waiting_on_a_lock(store, "UPDATE oauth_clients")
+                tasks.start_soon(server_b.grants.revoke, refresh.grant_id)
+                await waiting_on_a_lock(store, "DELETE FROM oauth_", 1)
+                holder.rollback()
+        assert len(rotated) == 1 and await server_b.load_access_token(rotated[0].access_token) is None
+        assert raw_sql(store, ORPHAN_TOKENS) == [(0,)]
+        assert raw_sql(store, "SELECT count(*) FROM oauth_grants") == [(0,)]
+    finally:
+        replica_a.close()
+        replica_b.close()

@@ -4,6 +4,7 @@ documents' URLs, which URLs are fetched, which documents make a client, how long
 from __future__ import annotations
 
 import json
+from contextlib import AsyncExitStack
 from typing import Any
 
 import pytest
@@ -18,6 +19,7 @@ from luma_mcp.oauth.client_documents import (
     client_from_document,
     document_lifetime,
 )
+from luma_mcp.oauth.fetch_slots import FetchSlots, NoFetchSlot, requester
 
 URL = "https://app.example.com/oauth/client.json"
 
@@ -182,3 +184,27 @@ def test_a_document_that_cannot_be_trusted_makes_no_client(body: bytes, says: st
 )
 def test_a_document_is_kept_for_its_max_age_within_the_bounds(cache_control: str | None, seconds: float) -> None:
     assert document_lifetime(cache_control, cache_seconds=300, retry_seconds=30) == seconds
+
+
+# --- fetch slots ------------------------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_a_full_host_or_address_takes_no_shared_slot_and_holds_nothing_after() -> None:
+    slots = FetchSlots(total=3, per_host=2, per_requester=2, wait=0.05)
+    async with AsyncExitStack() as held:
+        requester.set("198.51.100.1")
+        for _ in range(2):
+            await held.enter_async_context(slots.slot("slow.example", shared_wait=1))
+        with pytest.raises(NoFetchSlot, match="2 fetches for the requesting address"):
+            await held.enter_async_context(slots.slot("fast.example", shared_wait=1))
+        requester.set("198.51.100.2")
+        with pytest.raises(NoFetchSlot, match="2 fetches from this document's host"):
+            await held.enter_async_context(slots.slot("slow.example", shared_wait=1))
+        await held.enter_async_context(slots.slot("fast.example", shared_wait=1))  # the last shared slot
+        requester.set(None)
+        with pytest.raises(NoFetchSlot, match=r"all 3 fetch slots stayed taken for 0\.05 s"):
+            await held.enter_async_context(slots.slot("other.example", shared_wait=0.05))
+    assert slots._hosts._by_key == {} and slots._requesters._by_key == {}  # nothing kept per key once done
+    async with slots.slot("slow.example", shared_wait=0), slots.slot("slow.example", shared_wait=0):
+        pass  # every slot is free again

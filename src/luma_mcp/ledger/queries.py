@@ -196,6 +196,11 @@ class GrantStatements(NamedTuple):
         "LIMIT 100 OFFSET {keep}"
     )
     extend_grant: str = "UPDATE oauth_grants SET expires_at = {expires_at} WHERE grant_id = {grant_id}"
+    # Changes nothing: takes the live grant's row lock (PostgreSQL; SQLite's writers take turns
+    # anyway), so an exchange and a revoke of one grant on two replicas go one after the other.
+    lock_grant: str = (
+        "UPDATE oauth_grants SET expires_at = expires_at WHERE grant_id = {grant_id} AND expires_at > {now}"
+    )
     issue: str = (
         "INSERT INTO oauth_tokens (token_hash, kind, grant_id, expires_at, details) "
         "VALUES ({token_hash}, {kind}, {grant_id}, {expires_at}, {details})"
@@ -206,7 +211,10 @@ class GrantStatements(NamedTuple):
         "FROM oauth_tokens t JOIN oauth_grants g ON g.grant_id = t.grant_id "
         "WHERE t.token_hash = {token_hash} AND t.kind = {kind} AND g.expires_at > {now}"
     )
-    spend: str = "UPDATE oauth_tokens SET used_at = {now} WHERE token_hash = {token_hash} AND used_at IS NULL"
+    spend: str = (
+        "UPDATE oauth_tokens SET used_at = {now} "
+        "WHERE token_hash = {token_hash} AND grant_id = {grant_id} AND used_at IS NULL"
+    )
     drop_kind: str = "DELETE FROM oauth_tokens WHERE grant_id = {grant_id} AND kind = {kind}"
     # Spent refresh tokens of a grant but the one just spent (kept to catch its reuse).
     drop_spent: str = (

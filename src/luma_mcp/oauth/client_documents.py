@@ -18,10 +18,11 @@ What this module guarantees:
   however slowly the server sends, and sends no cookie, credential or accepted encoding and
   uses no proxy from the environment.
 - What a stranger can make the server hold or do: at most `MAX_CONCURRENT_FETCHES` fetches
-  at once (more wait up to `timeout`, then get None, not remembered), one fetch for any
-  number of concurrent gets of one URL, at most `cache_size` remembered outcomes (least
-  recently used dropped first), and a URL fetched again no sooner than `retry_seconds`
-  after its last fetch, failed or not.
+  at once, of which at most 2 from one document host and 2 for one requesting address
+  (`fetch_slots`: a get that finds no slot gets None, not remembered, and one slow host
+  never delays another's documents), one fetch for any number of concurrent gets of one URL,
+  at most `cache_size` remembered outcomes (least recently used dropped first), and a URL
+  fetched again no sooner than `retry_seconds` after its last fetch, failed or not.
 - A document is remembered for `cache_seconds`, or for its Cache-Control max-age if shorter
   (no-store and no-cache count as 0), but never less than `retry_seconds`.
 """
@@ -46,6 +47,7 @@ from pydantic import ValidationError
 
 from luma_mcp import __version__
 from luma_mcp.guarded_http import _GuardedBackend, guarded_transport
+from luma_mcp.oauth.fetch_slots import MAX_CONCURRENT_FETCHES, FetchSlots, NoFetchSlot
 from luma_mcp.urls import normalize_host
 
 log = logging.getLogger(__name__)
@@ -53,7 +55,6 @@ log = logging.getLogger(__name__)
 # The draft's recommended cap; real documents are a few hundred bytes.
 MAX_DOCUMENT_BYTES = 5 * 1024
 MAX_URL_LENGTH = 2048
-MAX_CONCURRENT_FETCHES = 10
 # How many times a get waits for another's fetch that was cancelled before giving up.
 _MAX_WAITS = 3
 SUPPORTED_GRANT_TYPES = ("authorization_code", "refresh_token")
@@ -216,8 +217,8 @@ class _Fetch:
 class ClientDocuments:
     """Fetches, checks and remembers client ID metadata documents (see the module's docstring).
 
-    `exempt_origins` and `ssl_context` exist for tests (a document served over TLS on
-    loopback by a CA of their own); production passes neither."""
+    `exempt_origins`, `ssl_context` and `slots` exist for tests (a document served over TLS on
+    loopback by a CA of their own, other bounds); production passes none."""
 
     def __init__(
         self,
@@ -228,6 +229,7 @@ class ClientDocuments:
         retry_seconds: float = 30.0,
         exempt_origins: Collection[tuple[str, int | None]] = (),
         ssl_context: ssl.SSLContext | None = None,
+        slots: FetchSlots | None = None,
     ) -> None:
         self._timeout = timeout
         self._cache_seconds = cache_seconds
@@ -237,7 +239,7 @@ class ClientDocuments:
         self._ssl_context = ssl_context
         self._remembered: OrderedDict[str, _Remembered] = OrderedDict()
         self._fetches: dict[str, _Fetch] = {}
-        self._slots = anyio.Semaphore(MAX_CONCURRENT_FETCHES)
+        self._slots = slots or FetchSlots()
         self._transport: httpx.AsyncHTTPTransport | None = None  # made at the first fetch
 
     @staticmethod
@@ -303,19 +305,13 @@ class ClientDocuments:
             log.warning("Client ID metadata document %s not used: %s.", _shown(client_id), exc)
             return None, None
         try:
-            with anyio.fail_after(self._timeout):
-                await self._slots.acquire()
-        except TimeoutError:
-            log.warning(
-                "Client ID metadata document %s not fetched: %d others are being fetched; the client may retry.",
-                _shown(client_id),
-                MAX_CONCURRENT_FETCHES,
-            )
-            return None, None
-        try:
-            with anyio.fail_after(self._timeout):
-                body, cache_control = await self._download(url)
+            async with self._slots.slot(normalize_host(url.host), shared_wait=self._timeout):
+                with anyio.fail_after(self._timeout):
+                    body, cache_control = await self._download(url)
             client = client_from_document(client_id, body)
+        except NoFetchSlot as exc:
+            log.warning("Client ID metadata document %s not fetched: %s; the client may retry.", _shown(client_id), exc)
+            return None, None
         except TimeoutError:
             reason = f"the fetch took longer than {self._timeout:g} s"
         except UnusableDocument as exc:
@@ -324,8 +320,6 @@ class ClientDocuments:
             reason = f"the fetch failed ({type(exc).__name__}: {exc})"
         else:
             return client, document_lifetime(cache_control, self._cache_seconds, self._retry_seconds)
-        finally:
-            self._slots.release()
         log.warning(
             "Client ID metadata document %s not used: %s. It is not fetched again for %g s.",
             _shown(client_id),

@@ -6,8 +6,14 @@ tokens hang off their grant. What this module guarantees:
 - A code or token is stored only as its SHA-256: the database cannot hand one out.
 - Codes and refresh tokens are spent once (one conditional update decides, across replicas);
   a spent one presented again revokes its whole grant (RFC 6749 §4.1.2, and refresh-token
-  reuse detection), since someone else has it. A grant keeps one spent refresh token (the
-  last), enough to catch that.
+  reuse detection, RFC 9700 §4.14.2), since someone else has it (`Credential.stolen`). The one
+  exception: a refresh token back within `REUSE_GRACE_SECONDS` of its spending is the loser of
+  a concurrent refresh (two replicas, a retried request), refused without ending the winner's
+  sign-in. A grant keeps one spent refresh token (the last), enough to catch reuse.
+- Every write is one transaction, so a process killed mid-write leaves the grant as it was
+  before or after, never between. Writes that touch a grant and its tokens lock the grant's
+  row first (exchanging, revoking), so replicas doing both at once take turns and never leave
+  a token whose grant is gone.
 - Revoking or expiring a grant deletes it, its tokens and its sealed API token together.
 - What strangers can make it hold is bounded: registered clients (`max_clients`; unused
   ones expire after a day, and when full the oldest unused one makes room), grants per
@@ -36,6 +42,10 @@ CODE_SECONDS = 300  # a code is exchanged within seconds of the redirect
 CLIENT_UNUSED_SECONDS = 86_400  # a registration nobody signs in with is kept for a day
 CLIENT_KEPT_SECONDS = 30 * 86_400  # after its last grant expires, a client stays registered this long
 MAX_GRANTS_PER_SUBJECT = 20
+# A refresh token presented again this soon after it was spent lost a race with a concurrent
+# refresh of the same client (requests to two replicas, a retry after a timeout), which takes
+# milliseconds, seconds on a loaded host; a thief rarely replays within it, and gets nothing.
+REUSE_GRACE_SECONDS = 10.0
 
 
 def new_token(kind: Kind) -> str:
@@ -70,9 +80,22 @@ class Credential:
     """A code or token found by its hash, with its grant."""
 
     grant: Grant
+    kind: Kind
     expires_at: float
-    spent: bool
+    spent_at: float | None  # when it was exchanged; None: not yet
     details: dict[str, Any]  # a code's: redirect_uri, its explicitness, the PKCE challenge
+
+    @property
+    def spent(self) -> bool:
+        return self.spent_at is not None
+
+    @property
+    def stolen(self) -> bool:
+        """Spent, and presented again by someone else: any code; a refresh token unless it comes
+        back within `REUSE_GRACE_SECONDS` (a concurrent refresh that lost the race)."""
+        if self.spent_at is None:
+            return False
+        return self.kind != "refresh" or time.time() - self.spent_at > REUSE_GRACE_SECONDS
 
 
 @dataclass(frozen=True)
@@ -185,7 +208,7 @@ class GrantStore:
         )
         details = json.loads(row["details"]) if row["details"] else {}
         return Credential(
-            grant=grant, expires_at=row["token_expires_at"], spent=row["used_at"] is not None, details=details
+            grant=grant, kind=kind, expires_at=row["token_expires_at"], spent_at=row["used_at"], details=details
         )
 
     async def exchange(self, token: str, *, grant_id: str, client_id: str) -> Issued | None:
@@ -196,7 +219,11 @@ class GrantStore:
         def work(db: Sql) -> Issued | None:
             now = time.time()
             spent = token_hash(token)
-            if db.execute(self._sql.spend, {"token_hash": spent, "now": now}).rowcount != 1:
+            # The grant's row first (a revoke locks it first too), then the one conditional update
+            # that decides who spends the token.
+            if db.execute(self._sql.lock_grant, {"grant_id": grant_id, "now": now}).rowcount != 1:
+                return None
+            if db.execute(self._sql.spend, {"token_hash": spent, "grant_id": grant_id, "now": now}).rowcount != 1:
                 return None
             db.execute(self._sql.drop_kind, {"grant_id": grant_id, "kind": "access"})
             db.execute(self._sql.drop_spent, {"grant_id": grant_id, "kind": "refresh", "token_hash": spent})
@@ -228,8 +255,10 @@ class GrantStore:
         db.execute(self._sql.issue, {**params, "details": json.dumps(details) if details else None})
 
     def _drop(self, db: Sql, grant_id: str) -> None:
-        db.execute(self._sql.drop_grant_tokens, {"grant_id": grant_id})
+        # The grant's row first: an exchange of it in flight on another replica finishes before
+        # (and its new tokens go here too) or finds the grant gone.
         db.execute(self._sql.drop_grant, {"grant_id": grant_id})
+        db.execute(self._sql.drop_grant_tokens, {"grant_id": grant_id})
 
     def _prune(self, db: Sql, now: float) -> None:
         sql = self._sql

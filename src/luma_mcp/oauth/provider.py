@@ -249,6 +249,8 @@ class LumaAuthServer(OAuthAuthorizationServerProvider[GrantCode, GrantRefresh, I
         if found is None or found.grant.client_id != client.client_id:
             return None
         if found.spent:
+            if not found.stolen:  # a concurrent refresh that lost the race: refused, the winner unharmed
+                return None
             # A spent code or rotated refresh token, again: someone else holds it. End the sign-in.
             await self.grants.revoke(found.grant.grant_id)
             log.warning("An OAuth %s was presented a second time: its sign-in is revoked.", kind)

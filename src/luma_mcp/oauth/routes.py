@@ -29,6 +29,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from luma_mcp.config import Settings
 from luma_mcp.ledger import Ledger
+from luma_mcp.oauth import fetch_slots
 from luma_mcp.oauth.client_rules import MAX_REGISTRATION_BYTES
 from luma_mcp.oauth.grants import GrantStore, is_access_token
 from luma_mcp.oauth.pages import AuthorizeErrorsAsPages, notice
@@ -211,6 +212,7 @@ class _PerAddress:
         if scope["type"] == "http" and scope["method"] != "OPTIONS":
             client = scope.get("client")
             key = client_key(client[0] if client else "")
+            fetch_slots.requester.set(key)  # whose share of document fetches this request spends
             wait = self.buckets.wait(key)
             if wait:
                 seconds = str(math.ceil(wait))
