@@ -254,7 +254,7 @@ def create_http_app(
     app = mcp.streamable_http_app(
         transport_security=security,
         host=host,
-        max_sessions=None,  # enforced (fairly, with Retry-After) by SessionCaps
+        max_sessions=settings.max_sessions,  # also enforced (fairly, with Retry-After) by SessionCaps
         session_idle_timeout=settings.session_idle_seconds,
     )
     caps = SessionCaps(

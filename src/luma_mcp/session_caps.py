@@ -73,8 +73,9 @@ class SessionCaps:
     The SDK builds its StreamableHTTPSessionManager inside `streamable_http_app()` and offers
     no factory or admission callback, so this wraps two methods of that one instance,
     `_admit_session` (decides under the SDK's creation lock: no race between concurrent
-    opens) and `_discard_session` (every way a session ends goes through it), and reads the
-    transport's idle countdown (`idle_scope`, `_requests_in_flight`). mcp is pinned below
+    opens) and `_discard_session` (every way a session ends goes through it), reads the
+    transport's idle countdown (`idle_scope`, `_requests_in_flight`) and, to close an idle
+    session for another tenant, forgets it in the manager's tables as its discard would. mcp is pinned below
     2.4; tests/e2e/test_admission.py fails if any of these stops working.
     """
 
@@ -83,12 +84,12 @@ class SessionCaps:
         self._held: dict[str, _Held] = {}
         self._per_tenant: dict[Tenant | None, int] = {}
         self._idle_seconds: float | None = None
+        self._manager: StreamableHTTPSessionManager | None = None
 
     def attach(self, manager: StreamableHTTPSessionManager) -> None:
         admit, discard = manager._admit_session, manager._discard_session
         self._idle_seconds = manager.session_idle_timeout
-        # The one cap is this one: the SDK's own would still count a session closed to make room.
-        manager.max_sessions = None
+        self._manager = manager
 
         def admit_session(requestor: AuthorizationContext | None) -> StreamableHTTPServerTransport | None:
             tenant = principal_of(requestor)
@@ -151,11 +152,18 @@ class SessionCaps:
                 self._earliest_expiry(None),
             )
         log.info("Closing an idle session of the tenant holding the most to open one within its fair share")
-        held = self._held[victim]
-        self._forget(victim)
-        assert held.transport.idle_scope is not None  # an idle session has its countdown running
-        held.transport.idle_scope.cancel()  # ends as an idle timeout would: its task discards it
+        self._close(victim)
         return None
+
+    def _close(self, session_id: str) -> None:
+        """End an idle session as its idle timeout would; gone (404) at once, as the SDK's discard does first."""
+        held = self._held[session_id]
+        self._forget(session_id)
+        if self._manager is not None:  # (its SDK-side cap counts it no more either)
+            self._manager._server_instances.pop(session_id, None)
+            self._manager._session_owners.pop(session_id, None)
+        assert held.transport.idle_scope is not None  # an idle session has its countdown running
+        held.transport.idle_scope.cancel()  # its task then ends and discards (terminates) it
 
     def _victim(self, share: float) -> str | None:
         """The least recently used idle session (soonest to expire) of the tenant holding the most beyond its share."""
