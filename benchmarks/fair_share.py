@@ -2,8 +2,8 @@
 
 One `luma-mcp --transport http` process with two access keys (two tenants) and
 `LUMA_MCP_MAX_CONNECTIONS=64`. Tenant A opens WANTED long `get_task` waits (its video takes
-ten minutes), each on its own connection, more than the server holds: it keeps its share
-and the rest are refused. Meanwhile tenant B, on fresh connections, opens a session and
+ten minutes), each on its own connection, more than the server holds, and asks again
+about half a second after each refusal. Meanwhile tenant B, on fresh connections, opens a session and
 calls `list_tasks`, ROUNDS times; the same before A starts is the baseline. Run alone
 (`python benchmarks/fair_share.py`) it prints the figures.
 """
@@ -11,7 +11,7 @@ calls `list_tasks`, ROUNDS times; the same before A starts is the baseline. Run 
 from __future__ import annotations
 
 import json
-import statistics
+import random
 import tempfile
 import time
 from collections.abc import Callable
@@ -88,43 +88,49 @@ async def _b_round(url: str, report: FairShareReport, into: list[float]) -> None
         report.b_failures += 1
 
 
+async def _slow_task(http: httpx.AsyncClient, session: str | None) -> str:
+    submit = {"name": "generate_video", "arguments": {"prompt": "A slow one", "wait_seconds": 0}}
+    body = {"jsonrpc": "2.0", "id": 3, "method": "tools/call", "params": submit}
+    answer = await http.post("/mcp", json=body, headers=_headers(KEY, session))
+    data = [line[6:] for line in answer.text.splitlines() if line.startswith("data: ")]
+    return str(json.loads(data[-1] if data else answer.text)["result"]["structuredContent"]["task_id"])
+
+
 async def measure_fair_share(sim_url: str, data_dir: Path, say: Callable[[str], None]) -> FairShareReport:
     report = FairShareReport()
     env = {**http_env(sim_url, "bench-token", data_dir), "LUMA_MCP_API_KEYS": f"{KEY},{SECOND_KEY}"}
     env |= {"LUMA_MCP_MAX_CONNECTIONS": str(CONNECTIONS), "LUMA_MCP_READ_TIMEOUT_SECONDS": "60"}
     say(f"fair share: tenant B's calls while tenant A asks for {WANTED} waits of {CONNECTIONS} connections ...")
-    async with http_server(env, data_dir) as server, httpx.AsyncClient(base_url=server.url, timeout=30) as http:
+    async with http_server(env, data_dir) as server:
         for _ in range(ROUNDS):
             await _b_round(server.url, report, report.b_idle_s)
-        sessions = [await _session(http, KEY) for _ in range(WANTED // 8)]
-        submit = {"name": "generate_video", "arguments": {"prompt": "A slow one", "wait_seconds": 0}}
-        answer = await http.post(
-            "/mcp",
-            json={"jsonrpc": "2.0", "id": 3, "method": "tools/call", "params": submit},
-            headers=_headers(KEY, sessions[0]),
-        )
-        data = [line[6:] for line in answer.text.splitlines() if line.startswith("data: ")]
-        task_id = json.loads(data[-1] if data else answer.text)["result"]["structuredContent"]["task_id"]
+        async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:  # closed before A starts: A may take all
+            sessions = [await _session(http, KEY) for _ in range(WANTED // 8)]
+            task_id = await _slow_task(http, sessions[0])
         stop = anyio.Event()
 
         async def a_wait(session: str | None) -> None:
+            """One of A's waits; refused, it asks again about half a second later (sooner than Retry-After)."""
             wait: dict[str, Any] = {"name": "get_task", "arguments": {"task_id": task_id, "wait_seconds": WAIT}}
             body = {"jsonrpc": "2.0", "id": 4, "method": "tools/call", "params": wait}
-            try:
-                async with httpx.AsyncClient(base_url=server.url, timeout=WAIT + 30) as a:
-                    async with a.stream("POST", "/mcp", json=body, headers=_headers(KEY, session)) as held:
-                        if held.status_code == 200:
-                            report.a_held += 1
-                            await stop.wait()
-                            return
-                        report.a_refused[held.status_code] = report.a_refused.get(held.status_code, 0) + 1
-            except httpx.TransportError as exc:
-                report.a_refused[type(exc).__name__] = report.a_refused.get(type(exc).__name__, 0) + 1
+            async with httpx.AsyncClient(base_url=server.url, timeout=WAIT + 30) as a:
+                while not stop.is_set():
+                    try:
+                        async with a.stream("POST", "/mcp", json=body, headers=_headers(KEY, session)) as held:
+                            if held.status_code == 200:
+                                report.a_held += 1
+                                await stop.wait()
+                                return
+                            outcome: int | str = held.status_code
+                    except httpx.TransportError as exc:
+                        outcome = type(exc).__name__
+                    report.a_refused[outcome] = report.a_refused.get(outcome, 0) + 1
+                    await anyio.sleep(random.uniform(0.3, 0.7))
 
         async with anyio.create_task_group() as tg:
             for n in range(WANTED):
                 tg.start_soon(a_wait, sessions[n % len(sessions)])
-            await anyio.sleep(3)  # A's waits are held or refused by now
+            await anyio.sleep(5)  # A's waits are held, or refused and asked again, by now
             for _ in range(ROUNDS):
                 await _b_round(server.url, report, report.b_busy_s)
             stop.set()
@@ -132,11 +138,12 @@ async def measure_fair_share(sim_url: str, data_dir: Path, say: Callable[[str], 
 
 
 def summary(report: FairShareReport) -> str:
+    idle, busy = report.b_idle_s, report.b_busy_s
+    ms = FairShareReport.ms
     return (
-        f"B idle: median {FairShareReport.ms(report.b_idle_s, 50):.0f} ms, p99 {FairShareReport.ms(report.b_idle_s, 99):.0f} ms; "
-        f"B while A saturates: median {FairShareReport.ms(report.b_busy_s, 50):.0f} ms, "
-        f"p99 {FairShareReport.ms(report.b_busy_s, 99):.0f} ms, {report.b_failures} of {2 * ROUNDS} rounds failed; "
-        f"A held {report.a_held} waits, refused {report.a_refused}"
+        f"B idle: median {ms(idle, 50):.0f} ms, p99 {ms(idle, 99):.0f} ms; B while A saturates: median "
+        f"{ms(busy, 50):.0f} ms, p99 {ms(busy, 99):.0f} ms, {report.b_failures} of {2 * ROUNDS} rounds failed; "
+        f"A held {report.a_held} waits; its refusals (and closed connections): {report.a_refused}"
     )
 
 
