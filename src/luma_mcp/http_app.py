@@ -47,10 +47,11 @@ from luma_mcp.caller import Identity
 from luma_mcp.client import LumaClient
 from luma_mcp.config import Settings, split_list
 from luma_mcp.errors import CONSOLE_URL, LumaBalanceError, LumaError
-from luma_mcp.http_limits import ConnectionGuard, budget_connections, rate_limit_logs
+from luma_mcp.http_limits import HEALTH_CONNECTIONS, ConnectionGuard, budget_connections
 from luma_mcp.http_shutdown import CountPosts, DrainingServer, PostsInFlight
 from luma_mcp.inflight import InFlight, InFlightMiddleware, in_flight_limits
 from luma_mcp.ledger import Ledger, open_ledger
+from luma_mcp.log_limits import rate_limit_logs
 from luma_mcp.retries import RetryPolicy
 from luma_mcp.server import create_server
 from luma_mcp.session_caps import SessionCaps
@@ -380,7 +381,7 @@ def serve_http(settings: Settings, host: str, port: int) -> None:
         # keeps connections at max_connections, but the ones it has just closed stay in
         # uvicorn's count for one more event-loop turn (up to a backlog of them): room for
         # those, so that uvicorn's limit only ever bounds requests in progress.
-        limit_concurrency=budget.max_connections + budget.backlog + 1,
+        limit_concurrency=budget.max_connections + HEALTH_CONNECTIONS + budget.backlog + 1,
         backlog=budget.backlog,
         timeout_keep_alive=settings.http_keep_alive,
         # On SIGTERM: see http_shutdown.

@@ -7,6 +7,7 @@ limit was 1024: `/health` and `/mcp` stopped answering and the accept loop logge
 
 from __future__ import annotations
 
+import json
 import re
 import resource
 import select
@@ -288,3 +289,41 @@ def test_at_the_connection_limit_a_slow_client_makes_room_and_busy_requests_stay
         clients.close()
         _, stderr = server.stop()
     assert "requests in flight at /mcp" in stderr
+
+
+def busy_token_check(port: int, n: int) -> socket.socket:
+    """An initialize with a token never seen before, from one of four loopback addresses: the
+    server is asking the (slow) API about it, so the connection is busy with a request."""
+    body = json.dumps(INITIALIZE).encode()
+    head = (
+        f"POST /mcp HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAuthorization: Bearer junk-token-{n:04d}-abcdef\r\n"
+        f"Accept: application/json, text/event-stream\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode()
+    sock = socket.create_connection(("127.0.0.1", port), timeout=5, source_address=(f"127.0.0.{2 + n % 4}", 0))
+    sock.sendall(head + body)
+    return sock
+
+
+def test_health_answers_when_every_connection_is_busy(sim_server: SimulatorServer) -> None:
+    sim_server.simulator.inject("slow", "/luma/tasks", delay=8.0, times=100)  # every token check takes 8 s
+    env = http_env(sim_server, LUMA_MCP_AUTH="passthrough", LUMA_MCP_MAX_CONNECTIONS="16")
+    server = HttpServer(env).wait_ready()
+    busy: list[socket.socket] = []
+    spare = Connections(server.port)
+    try:
+        busy = [busy_token_check(server.port, n) for n in range(16)]
+        time.sleep(1)  # all sixteen are being checked
+        for i in range(3):  # every connection is busy: a health probe is still answered
+            probe = spare.open(HEALTH)
+            assert probe.recv(4096).startswith(b"HTTP/1.1 200"), i
+            assert wait_closed(probe, 3)  # one request, then closed
+        other = spare.open(b"GET /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        answer = other.recv(4096)
+        assert answer.startswith(b"HTTP/1.1 503") and b"retry-after: 5" in answer.lower(), answer
+        assert not any(closed_by_server(sock) for sock in busy)  # nothing busy was closed for them
+    finally:
+        close_all(busy)
+        spare.close()
+        _, stderr = server.stop()
+    assert "new ones are answered only for /health" in stderr, stderr[-3000:]
