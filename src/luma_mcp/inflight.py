@@ -9,9 +9,10 @@ builds, this module guarantees:
   requests included) and `total` of all tenants are in flight at /mcp; the excess is
   answered at once, `429` (session or tenant) or `503` (server), with a `Retry-After` saying
   when the earliest of those requests must have ended;
-- `total` leaves a tenth of the connections (at least 2) free of MCP requests, so at the
-  connection cap the guard always has an idle connection to close for a newcomer (another
+- `total` leaves a tenth of the connections (at least 2) free of MCP requests, so that at
+  the connection cap the guard finds an idle connection to close for a newcomer (another
   tenant, a health probe); by default a tenant may hold a tenth of the connections.
+  Closing a session (DELETE) is never refused.
 
 The tenant is the verified principal the session caps use (`session_caps.principal_of`), so
 this middleware sits inside the SDK's authentication: unauthenticated requests pass on to
@@ -152,7 +153,12 @@ class InFlightMiddleware:
         self.app, self.path, self.in_flight = app, path, in_flight
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"].rstrip("/") != self.path or scope["method"] == "OPTIONS":
+        # Closing a session (DELETE) frees what it holds: never refused.
+        if (
+            scope["type"] != "http"
+            or scope["path"].rstrip("/") != self.path
+            or scope["method"] in ("OPTIONS", "DELETE")
+        ):
             await self.app(scope, receive, send)
             return
         user = scope.get("user")  # set by the SDK's authentication, when the server has any
