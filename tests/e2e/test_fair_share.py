@@ -143,6 +143,22 @@ async def tenant_a_saturating(url: str, sessions: list[str | None], task_id: str
             holder.stop.set()
 
 
+async def b_round(url: str) -> tuple[int | str, ...]:
+    """Tenant B, on a fresh connection: a session, a tool call, a health probe; their statuses."""
+    try:
+        async with httpx.AsyncClient(base_url=url, timeout=10) as b:
+            opened = await b.post("/mcp", json=INITIALIZE, headers=mcp_headers(TOKEN_B))
+            session = opened.headers.get("mcp-session-id")
+            await b.post("/mcp", json=INITIALIZED, headers=mcp_headers(TOKEN_B, session))
+            called = await b.post("/mcp", json=LIST_TASKS, headers=mcp_headers(TOKEN_B, session))
+            health = await b.get("/health")
+            if session:
+                await b.delete("/mcp", headers=mcp_headers(TOKEN_B, session))
+            return opened.status_code, called.status_code, health.status_code
+    except httpx.TransportError as exc:
+        return (type(exc).__name__,)
+
+
 def percentile(values: list[float], p: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
@@ -159,7 +175,7 @@ async def test_one_tenants_long_calls_leave_room_for_others_and_health(sim_serve
         LUMA_MCP_READ_TIMEOUT_SECONDS="60",
     )
     latencies: list[float] = []
-    statuses: list[tuple[int, int, int]] = []
+    statuses: list[tuple[int | str, ...]] = []
     try:
         with anyio.fail_after(120):
             async with AsyncExitStack() as stack:
@@ -177,17 +193,9 @@ async def test_one_tenants_long_calls_leave_room_for_others_and_health(sim_serve
                 assert refused.status_code == 429 and "4 requests in flight" in refused.text
                 # Meanwhile B, on fresh connections, opens a session and calls a tool, and health answers.
                 for _ in range(15):
-                    async with httpx.AsyncClient(base_url=running.url, timeout=10) as b:
-                        started = time.monotonic()
-                        opened = await b.post("/mcp", json=INITIALIZE, headers=mcp_headers(TOKEN_B))
-                        session = opened.headers.get("mcp-session-id")
-                        await b.post("/mcp", json=INITIALIZED, headers=mcp_headers(TOKEN_B, session))
-                        called = await b.post("/mcp", json=LIST_TASKS, headers=mcp_headers(TOKEN_B, session))
-                        latencies.append(time.monotonic() - started)
-                        health = await b.get("/health")
-                        statuses.append((opened.status_code, called.status_code, health.status_code))
-                        if session:
-                            await b.delete("/mcp", headers=mcp_headers(TOKEN_B, session))
+                    started = time.monotonic()
+                    statuses.append(await b_round(running.url))
+                    latencies.append(time.monotonic() - started)
                 assert (await sessionless(http, TOKEN_B)).status_code == 200
                 assert a.held == 4, a.held  # still saturated all along
     finally:
@@ -195,7 +203,8 @@ async def test_one_tenants_long_calls_leave_room_for_others_and_health(sim_serve
     assert statuses == [(200, 200, 200)] * 15, (statuses, log[-2000:])
     median, p99 = statistics.median(latencies), percentile(latencies, 99)
     print(
-        f"\nB's initialize + tool call while A holds its limit: median {median * 1000:.0f} ms, p99 {p99 * 1000:.0f} ms"
+        f"\nB's session, tool call and health probe while A holds its limit: "
+        f"median {median * 1000:.0f} ms, p99 {p99 * 1000:.0f} ms"
     )
     assert median < 2.0 and p99 < 5.0, latencies
     # Each refusal is a 429 that says why and when to come back: when A's earliest wait must end.

@@ -306,14 +306,18 @@ def busy_token_check(port: int, n: int) -> socket.socket:
 
 
 def test_health_answers_when_every_connection_is_busy(sim_server: SimulatorServer) -> None:
-    sim_server.simulator.inject("slow", "/luma/tasks", delay=8.0, times=100)  # every token check takes 8 s
+    # Every token check takes the longest the server waits for one (10 s), then it answers 503.
+    sim_server.simulator.inject("slow", "/luma/tasks", delay=30.0, times=100)
     env = http_env(sim_server, LUMA_MCP_AUTH="passthrough", LUMA_MCP_MAX_CONNECTIONS="16")
     server = HttpServer(env).wait_ready()
     busy: list[socket.socket] = []
     spare = Connections(server.port)
     try:
         busy = [busy_token_check(server.port, n) for n in range(16)]
-        time.sleep(1)  # all sixteen are being checked
+        deadline = time.monotonic() + 5
+        while sim_server.simulator.count("/luma/tasks") < 16 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert sim_server.simulator.count("/luma/tasks") == 16  # all sixteen are being checked
         for i in range(3):  # every connection is busy: a health probe is still answered
             probe = spare.open(HEALTH)
             assert probe.recv(4096).startswith(b"HTTP/1.1 200"), i
