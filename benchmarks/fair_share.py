@@ -100,6 +100,7 @@ async def measure_fair_share(sim_url: str, data_dir: Path, say: Callable[[str], 
     report = FairShareReport()
     env = {**http_env(sim_url, "bench-token", data_dir), "LUMA_MCP_API_KEYS": f"{KEY},{SECOND_KEY}"}
     env |= {"LUMA_MCP_MAX_CONNECTIONS": str(CONNECTIONS), "LUMA_MCP_READ_TIMEOUT_SECONDS": "60"}
+    env.pop("LUMA_MCP_MAX_REQUESTS_PER_TENANT", None)  # the default: a tenth of the connections
     say(f"fair share: tenant B's calls while tenant A asks for {WANTED} waits of {CONNECTIONS} connections ...")
     async with http_server(env, data_dir) as server:
         for _ in range(ROUNDS):
