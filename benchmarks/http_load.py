@@ -119,6 +119,8 @@ def http_env(sim_url: str, token: str, data_dir: Path) -> dict[str, str]:
         "ACEDATACLOUD_API_TOKEN": token,
         "ACEDATACLOUD_API_BASE_URL": sim_url,
         "LUMA_MCP_API_KEYS": KEY,
+        # One key is one tenant: 200 waits and every session's event stream are beyond a tenth of the connections.
+        "LUMA_MCP_MAX_REQUESTS_PER_TENANT": "400",
         "LUMA_LOG_LEVEL": "WARNING",
         "LUMA_LEDGER_PATH": str(data_dir / "ledger.sqlite3"),
         "LUMA_DOWNLOAD_DIR": str(data_dir / "downloads"),

@@ -13,8 +13,10 @@ Over HTTP (skipped by `--quick` and `--skip-http`), the same 90-second video wai
 the provider's callbacks and by polling alone, side by side.
 Last (skipped by `--skip-http`), the server over streamable HTTP: throughput and latency
 at several concurrencies (plotted to results/latency.png, see http_load.py) and memory
-while 200 calls wait at once; then ten minutes of churn (churn.py: sessions, abandoned waits,
-sign-ins, callbacks) and the memory and descriptors it leaves (`--churn-minutes 0` skips it).
+while 200 calls wait at once; OAuth's cost (oauth_flow.py); another tenant's latency
+while one asks for more long waits than there are connections (fair_share.py); then ten
+minutes of churn (churn.py: sessions, abandoned waits, sign-ins, callbacks) and the memory
+and descriptors it leaves (`--churn-minutes 0` skips it).
 
 Results go to benchmarks/results/latest.json and benchmarks/RESULTS.md, and the tables to
 stdout. The exit status is non-zero only if something crashed: a missed target is a
@@ -48,6 +50,7 @@ from mcp.client.extension import advertise
 from mcp.types import CallToolResult, TextContent, TextResourceContents
 
 import churn
+from fair_share import CONNECTIONS, ROUNDS, WANTED, FairShareReport, measure_fair_share
 from http_load import LEVEL_TIME_LIMIT, HttpReport, free_port, http_server, mcp_client, measure_http
 from http_load import http_env as http_server_env
 from latency_plot import LatencyPoint, plot_latency
@@ -1013,6 +1016,30 @@ def oauth_figures(report: OAuthReport) -> list[Figure]:
     ]
 
 
+def fair_share_figures(report: FairShareReport) -> list[Figure]:
+    what = (
+        f"tenant B opens a session, calls list_tasks and probes /health on fresh connections, {ROUNDS} rounds, "
+        f"while tenant A asks for {WANTED} long get_task waits of {CONNECTIONS} connections (retrying refusals)"
+    )
+    return [
+        http_figure(
+            "fair_b_median_ms", "Fair share: B's round, median", "ms", what, FairShareReport.ms(report.b_busy_s, 50)
+        ),
+        http_figure("fair_b_p99_ms", "Fair share: B's round, p99", "ms", what, FairShareReport.ms(report.b_busy_s, 99)),
+        http_figure(
+            "fair_b_idle_median_ms",
+            "Fair share: B's round with A idle (baseline)",
+            "ms",
+            f"the same {ROUNDS} rounds before A starts: median",
+            FairShareReport.ms(report.b_idle_s, 50),
+        ),
+        http_figure("fair_b_failures", "Fair share: B's rounds failed", "calls", what, report.b_failures),
+        http_figure(
+            "fair_a_held", "Fair share: A's waits held", "calls", f"of the {WANTED} A asked for", report.a_held
+        ),
+    ]
+
+
 def http_figure(key: str, label: str, unit: str, description: str, value: float) -> Figure:
     return Figure(key=key, label=label, unit=unit, description=description, ours=value, section="http")
 
@@ -1404,6 +1431,13 @@ async def run_http(results: Results) -> None:
         oauth = await measure_oauth(sim.url, TOKEN, Path(tmp), say)
     results.figures += oauth_figures(oauth)
     results.raw["oauth"] = asdict(oauth)
+    with (
+        simulator(queue_seconds=0, processing_seconds=600) as sim,
+        tempfile.TemporaryDirectory(prefix="luma-bench-") as tmp,
+    ):
+        fair = await measure_fair_share(sim.url, Path(tmp), say)
+    results.figures += fair_share_figures(fair)
+    results.raw["fair_share"] = asdict(fair)
 
 
 async def run_churn(results: Results, minutes: float) -> None:

@@ -8,8 +8,8 @@ HTTP-only (stdio never imports it). For the app `http_app.create_http_app` build
   reason, no verdict yet a 429 or 503 with `Retry-After`. An access token this server issued
   at sign-in (`issued_here`) is not sent upstream: the token verifier checks it against its grant.
 - Sessions: a request that would open one beyond `session_caps.SessionCaps` gets 429 (tenant)
-  or 503 (server) with `Retry-After`, not the SDK's bare 503; a successful request on a
-  session counts as its use.
+  or 503 (server) with the `Retry-After` the caps computed, not the SDK's bare 503; a
+  successful request on a session counts as its use.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ def _bearer(scope: Scope) -> str | None:
     return authorization[7:]
 
 
-async def _send_json(
+async def send_json(
     send: Send, status: int, body: dict[str, Any], headers: list[tuple[bytes, bytes]] | None = None
 ) -> None:
     payload = json.dumps(body).encode()
@@ -61,11 +61,14 @@ async def _send_json(
     await send({"type": "http.response.body", "body": payload})
 
 
-def _retry_after(seconds: float) -> list[tuple[bytes, bytes]]:
-    return [(b"retry-after", str(max(1, math.ceil(seconds))).encode())]
+RETRY_AFTER_CAP = 600  # seconds: the longest Retry-After ever said (a session may idle for 30 minutes)
 
 
-def _jsonrpc_error(message: str) -> dict[str, Any]:
+def retry_after_header(seconds: float) -> list[tuple[bytes, bytes]]:
+    return [(b"retry-after", str(min(RETRY_AFTER_CAP, max(1, math.ceil(seconds)))).encode())]
+
+
+def jsonrpc_error(message: str) -> dict[str, Any]:
     return {"jsonrpc": "2.0", "id": None, "error": {"code": -32000, "message": message}}
 
 
@@ -100,8 +103,8 @@ class AdmissionMiddleware:
             client = scope.get("client")
             outcome = await self.checker.check(token, client[0] if client else "")
             if isinstance(outcome, Unsure):
-                retry = _retry_after(outcome.retry_after)
-                await _send_json(send, outcome.status, _jsonrpc_error(outcome.message), retry)
+                retry = retry_after_header(outcome.retry_after)
+                await send_json(send, outcome.status, jsonrpc_error(outcome.message), retry)
                 return
             if outcome.refusal is not None:
                 await self._refuse(send, outcome.refusal)
@@ -143,13 +146,15 @@ class AdmissionMiddleware:
         finally:
             SESSION_REFUSAL.reset(reset)
         if refusal.status and not started:
-            await _send_json(send, refusal.status, _jsonrpc_error(refusal.message), _retry_after(self.caps.retry_after))
+            await send_json(
+                send, refusal.status, jsonrpc_error(refusal.message), retry_after_header(refusal.retry_after)
+            )
 
     async def _refuse(self, send: Send, description: str) -> None:
         challenge = f'Bearer error="invalid_token", error_description="{description}"'
         if self.resource_metadata_url:
             challenge += f', resource_metadata="{self.resource_metadata_url}"'
-        await _send_json(
+        await send_json(
             send,
             401,
             {"error": "invalid_token", "error_description": description},

@@ -125,6 +125,9 @@ class Settings(BaseSettings):
     max_sessions_per_tenant: int = Field(default=100, ge=1, validation_alias="LUMA_MCP_MAX_SESSIONS_PER_TENANT")
     session_idle_seconds: float = Field(default=1800, gt=0, validation_alias="LUMA_MCP_SESSION_IDLE_SECONDS")
     unused_session_seconds: float = Field(default=60, gt=0, validation_alias="LUMA_MCP_UNUSED_SESSION_SECONDS")
+    # Requests in flight at /mcp (luma_mcp.inflight); per tenant, None: a tenth of LUMA_MCP_MAX_CONNECTIONS.
+    max_requests_per_tenant: int | None = Field(default=None, ge=1, validation_alias="LUMA_MCP_MAX_REQUESTS_PER_TENANT")
+    max_requests_per_session: int = Field(default=8, ge=1, validation_alias="LUMA_MCP_MAX_REQUESTS_PER_SESSION")
     # Passthrough: how often tokens not seen before are checked with the API, and for how long a verdict holds.
     token_checks_per_second: float = Field(default=5, gt=0, validation_alias="LUMA_MCP_TOKEN_CHECKS_PER_SECOND")
     token_checks_per_address: float = Field(

@@ -35,6 +35,7 @@ from mcp.server.auth.settings import AuthSettings
 from mcp.server.transport_security import TransportSecuritySettings
 from pydantic import AnyHttpUrl, ConfigDict, SecretStr, TypeAdapter, ValidationError
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -46,9 +47,11 @@ from luma_mcp.caller import Identity
 from luma_mcp.client import LumaClient
 from luma_mcp.config import Settings, split_list
 from luma_mcp.errors import CONSOLE_URL, LumaBalanceError, LumaError
-from luma_mcp.http_limits import ConnectionGuard, budget_connections, rate_limit_logs
+from luma_mcp.http_limits import HEALTH_CONNECTIONS, ConnectionGuard, budget_connections
 from luma_mcp.http_shutdown import CountPosts, DrainingServer, PostsInFlight
+from luma_mcp.inflight import InFlight, InFlightMiddleware, in_flight_limits
 from luma_mcp.ledger import Ledger, open_ledger
+from luma_mcp.log_limits import rate_limit_logs
 from luma_mcp.retries import RetryPolicy
 from luma_mcp.server import create_server
 from luma_mcp.session_caps import SessionCaps
@@ -146,10 +149,12 @@ def create_http_app(
     stopping: threading.Event | None = None,
     *,
     documents: ClientDocuments | None = None,
+    max_connections: int | None = None,
 ) -> Starlette:
     """The HTTP app. `documents` fetches client ID metadata documents for the sign-in (None:
     the default, `oauth.client_documents.ClientDocuments()`; tests pass one that trusts their
-    own TLS server)."""
+    own TLS server). `max_connections`: the connections the server really holds (None:
+    LUMA_MCP_MAX_CONNECTIONS), of which requests in flight leave some free."""
     mode = settings.auth_mode
     if mode is None and not is_loopback(host):
         raise ConfigurationError(
@@ -250,7 +255,7 @@ def create_http_app(
     app = mcp.streamable_http_app(
         transport_security=security,
         host=host,
-        max_sessions=settings.max_sessions,  # also enforced (with Retry-After) by SessionCaps
+        max_sessions=settings.max_sessions,  # also enforced (fairly, with Retry-After) by SessionCaps
         session_idle_timeout=settings.session_idle_seconds,
     )
     caps = SessionCaps(
@@ -259,6 +264,14 @@ def create_http_app(
         unused_seconds=settings.unused_session_seconds,
     )
     caps.attach(mcp.session_manager)
+    limits = in_flight_limits(
+        max_connections or settings.http_max_connections,
+        settings.max_requests_per_tenant,
+        settings.max_requests_per_session,
+    )
+    app.state.in_flight = InFlight(limits, longest=settings.max_wait_seconds + settings.request_timeout)
+    # Innermost, after the SDK's authentication: it counts by the verified principal.
+    app.user_middleware.append(Middleware(InFlightMiddleware, path=MCP_PATH, in_flight=app.state.in_flight))
     app.add_middleware(
         AdmissionMiddleware,
         path=MCP_PATH,
@@ -336,9 +349,9 @@ def _check_issuer(public_url: str) -> None:
 
 def serve_http(settings: Settings, host: str, port: int) -> None:
     stopping = threading.Event()
-    app = create_http_app(settings, host, port, stopping)
     rate_limit_logs(logging.getLogger().handlers)
     budget = budget_connections(settings.http_max_connections)
+    app = create_http_app(settings, host, port, stopping, max_connections=budget.max_connections)
     guard = ConnectionGuard(budget.max_connections, settings.http_read_timeout)
     log.info("serving MCP at http://%s:%d/mcp (auth: %s)", host, port, settings.auth_mode or "none, loopback only")
     log.info(
@@ -346,6 +359,13 @@ def serve_http(settings: Settings, host: str, port: int) -> None:
         budget.max_connections,
         settings.http_read_timeout,
         settings.http_keep_alive,
+    )
+    limits = app.state.in_flight.limits
+    log.info(
+        "at most %d requests in flight at /mcp, %d per tenant, %d per session",
+        limits.total,
+        limits.per_tenant,
+        limits.per_session,
     )
     config = uvicorn.Config(
         app,
@@ -361,7 +381,7 @@ def serve_http(settings: Settings, host: str, port: int) -> None:
         # keeps connections at max_connections, but the ones it has just closed stay in
         # uvicorn's count for one more event-loop turn (up to a backlog of them): room for
         # those, so that uvicorn's limit only ever bounds requests in progress.
-        limit_concurrency=budget.max_connections + budget.backlog + 1,
+        limit_concurrency=budget.max_connections + HEALTH_CONNECTIONS + budget.backlog + 1,
         backlog=budget.backlog,
         timeout_keep_alive=settings.http_keep_alive,
         # On SIGTERM: see http_shutdown.

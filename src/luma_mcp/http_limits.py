@@ -10,11 +10,13 @@ module guarantees:
 - open connections never exceed a cap that fits the open-file limit (the soft limit is
   raised to the hard one at start); at the cap, the connection that has waited longest for
   a whole request (head and body) is closed to make room, so slow clients cannot lock out
-  prompt ones;
+  prompt ones; if every one is busy with a request, up to HEALTH_CONNECTIONS more are let in
+  for one request each, answered only if it is `GET /health` (else 503), so that a load
+  balancer's probe is answered even then;
 - a connection must send a whole request (head and body) within the read timeout of
   opening or of its previous response, however slowly it trickles bytes;
-- log lines that strangers can cause are rate-limited: a flood leaves a few lines and a
-  count of what was suppressed, not a full disk.
+- log lines that strangers can cause are rate-limited (`log_limits`): a flood leaves a few
+  lines and a count of what was suppressed, not a full disk.
 
 Imported only by the HTTP transport.
 """
@@ -23,8 +25,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -44,6 +44,8 @@ MIN_CONNECTIONS = 16
 MIN_BACKLOG = 64
 MAX_BACKLOG = 2048
 TURNS_BEFORE_COUNTED = 3
+HEALTH_CONNECTIONS = 8  # beyond the cap, for health probes only, when every connection is busy
+HEALTH_PATH = "/health"
 BUSY_BODY = b"Every connection is busy with a request. Try again in a few seconds.\n"
 BUSY_RESPONSE = (
     b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain; charset=utf-8\r\nretry-after: 5\r\n"
@@ -79,7 +81,7 @@ def connection_budget(wanted: int, open_files: int | None) -> ConnectionBudget:
     """As many connections as asked for, if the open-file limit leaves room for them and a burst of accepts."""
     if open_files is None:
         return ConnectionBudget(wanted, MAX_BACKLOG)
-    room = open_files - RESERVED_FILES
+    room = open_files - RESERVED_FILES - HEALTH_CONNECTIONS
     max_connections = max(MIN_CONNECTIONS, min(wanted, room - TURNS_BEFORE_COUNTED * MIN_BACKLOG))
     backlog = (room - max_connections) // TURNS_BEFORE_COUNTED
     return ConnectionBudget(max_connections, max(MIN_BACKLOG, min(MAX_BACKLOG, backlog)))
@@ -110,6 +112,7 @@ class ConnectionGuard:
         # Connections last seen waiting for a request head, longest waiting first (a dict
         # keeps insertion order). Ones that have since started a request are dropped lazily.
         self._waiting: dict[GuardedH11Protocol, None] = {}
+        self._for_health: set[GuardedH11Protocol] = set()  # let in beyond the cap, for one health probe each
 
     def protocol_class(self) -> type[GuardedH11Protocol]:
         """uvicorn's h11 protocol, guarded by this guard (uvicorn takes a class, not an instance)."""
@@ -127,7 +130,13 @@ class ConnectionGuard:
             return
         victim = self._longest_waiting() or connection
         self._forget(victim)
-        if victim is connection:  # every other connection is busy with a request
+        if victim is connection and len(self._for_health) < HEALTH_CONNECTIONS:
+            log.warning(
+                "All %d connections are busy: new ones are answered only for %s.", self.max_connections, HEALTH_PATH
+            )
+            self._for_health.add(connection)
+            connection.health_only()
+        elif victim is connection:  # every other connection is busy with a request, and the spare ones too
             log.warning("All %d connections are busy: answering new ones 503.", self.max_connections)
             connection.refuse()
         else:
@@ -147,6 +156,7 @@ class ConnectionGuard:
     def _forget(self, connection: GuardedH11Protocol) -> None:
         self._open.discard(connection)
         self._waiting.pop(connection, None)
+        self._for_health.discard(connection)
 
     def _longest_waiting(self) -> GuardedH11Protocol | None:
         busy = []
@@ -174,6 +184,7 @@ class GuardedH11Protocol(H11Protocol):
         # The request cycle that was current when this connection began waiting for the next
         # head: uvicorn makes a new cycle for each head it receives.
         self._waiting_after: object = None
+        self._one_request = False  # let in beyond the cap for a health probe: closed after one answer
 
     @property
     def waiting_for_head(self) -> bool:
@@ -196,10 +207,6 @@ class GuardedH11Protocol(H11Protocol):
         self.guard.closed(self)
         super().connection_lost(exc)
 
-    def on_response_complete(self) -> None:
-        self._await_head()  # before uvicorn's: it may start a pipelined request at once
-        super().on_response_complete()
-
     def close(self) -> None:
         if not self.transport.is_closing():
             self.transport.close()
@@ -208,6 +215,18 @@ class GuardedH11Protocol(H11Protocol):
         if not self.transport.is_closing():
             self.transport.write(BUSY_RESPONSE)
             self.transport.close()
+
+    def health_only(self) -> None:
+        """One request, served only if it is the health probe, then closed."""
+        self.app = _health_only(self.app)
+        self._one_request = True
+
+    def on_response_complete(self) -> None:
+        if self._one_request:
+            self.close()  # (after the answer: the transport writes what it holds first)
+            return
+        self._await_head()  # before uvicorn's: it may start a pipelined request at once
+        super().on_response_complete()
 
     def _await_head(self) -> None:
         self._cancel_read_timer()
@@ -229,64 +248,13 @@ class GuardedH11Protocol(H11Protocol):
             self._read_timer = None
 
 
-class RateLimitFilter(logging.Filter):
-    """At most `per_message` lines of one message and `per_logger` lines of one logger per period.
+def _health_only(app: Any) -> Any:
+    async def health_or_busy(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["method"] == "GET" and scope["path"] == HEALTH_PATH:
+            await app(scope, receive, send)
+            return
+        headers = [(b"content-type", b"text/plain; charset=utf-8"), (b"retry-after", b"5"), (b"connection", b"close")]
+        await send({"type": "http.response.start", "status": 503, "headers": headers})
+        await send({"type": "http.response.body", "body": BUSY_BODY})
 
-    For log handlers: a line a stranger can cause (a refused request, a failed accept) must
-    not be written once per attempt. The next line let through from a logger says how many
-    were suppressed. Records of loggers that `exempt` names pass untouched.
-    """
-
-    def __init__(
-        self,
-        *,
-        per_message: int = 5,
-        per_logger: int = 50,
-        period: float = 10.0,
-        exempt: Callable[[str], bool] = lambda name: False,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        super().__init__()
-        self.per_message = per_message
-        self.per_logger = per_logger
-        self.period = period
-        self.exempt = exempt
-        self._clock = clock
-        self._windows: dict[tuple[Any, ...], list[float]] = {}  # key -> [window start, lines in it]
-        self._suppressed: dict[str, int] = {}  # logger -> lines dropped since its last line
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if self.exempt(record.name):
-            return True
-        now = self._clock()
-        message = (record.name, record.levelno, str(record.msg)[:200])
-        if not (self._take(message, self.per_message, now) and self._take((record.name,), self.per_logger, now)):
-            self._suppressed[record.name] = self._suppressed.get(record.name, 0) + 1
-            return False
-        dropped = self._suppressed.pop(record.name, 0)
-        if dropped:  # (no "%" added: the record's own arguments still format it)
-            record.msg = f"{record.msg} ({dropped} earlier lines from {record.name} suppressed)"
-        return True
-
-    def _take(self, key: tuple[Any, ...], allowed: int, now: float) -> bool:
-        window = self._windows.get(key)
-        if window is None or now - window[0] >= self.period:
-            if len(self._windows) >= 4096:  # made-up messages must not grow this without bound
-                self._windows.clear()
-            window = self._windows[key] = [now, 0]
-        window[1] += 1
-        return window[1] <= allowed
-
-
-def is_own_bounded_logger(name: str) -> bool:
-    """luma_mcp's own lines (a task id in a warning, say) are each needed, and few: never dropped.
-
-    This module's are the exception: they come once per slow client.
-    """
-    return (name == "luma_mcp" or name.startswith("luma_mcp.")) and name != __name__
-
-
-def rate_limit_logs(handlers: list[logging.Handler]) -> None:
-    limiter = RateLimitFilter(exempt=is_own_bounded_logger)
-    for handler in handlers:
-        handler.addFilter(limiter)
+    return health_or_busy

@@ -33,7 +33,14 @@ async def test_many_clients_many_calls(sim_server: SimulatorServer) -> None:
     sim = sim_server.simulator
     sim.queue_seconds, sim.processing_seconds = 0, 0
     server = HttpServer(
-        http_env(sim_server, ACEDATACLOUD_API_TOKEN=TOKEN_A, LUMA_MCP_API_KEYS=KEY, LUMA_HTTP_DOWNLOADS="true")
+        http_env(
+            sim_server,
+            ACEDATACLOUD_API_TOKEN=TOKEN_A,
+            LUMA_MCP_API_KEYS=KEY,
+            LUMA_HTTP_DOWNLOADS="true",
+            # One key is one tenant: its waits and every session's event stream, more than a tenth of the connections.
+            LUMA_MCP_MAX_REQUESTS_PER_TENANT="400",
+        )
     ).wait_ready()
     answered: list[tuple[str, bool, str]] = []
     rng = random.Random(7)

@@ -7,6 +7,7 @@ limit was 1024: `/health` and `/mcp` stopped answering and the accept loop logge
 
 from __future__ import annotations
 
+import json
 import re
 import resource
 import select
@@ -162,6 +163,7 @@ class Connections:
         close_all(self.opened)
 
 
+SECOND_KEY = "second-key-0123456"
 HEALTH = b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
 # An authenticated MCP call whose body never finishes: the app is already waiting to read it.
 SLOW_BODY = (
@@ -235,8 +237,9 @@ def test_at_the_connection_limit_a_slow_client_makes_room_and_busy_requests_stay
     env = http_env(
         sim_server,
         ACEDATACLOUD_API_TOKEN=TOKEN_A,
-        LUMA_MCP_API_KEYS=KEY,
+        LUMA_MCP_API_KEYS=f"{KEY},{SECOND_KEY}",
         LUMA_MCP_MAX_CONNECTIONS="16",
+        LUMA_MCP_MAX_REQUESTS_PER_TENANT="8",  # two tenants' worth is more than all may hold: 14 of 16
         LUMA_MCP_READ_TIMEOUT_SECONDS="60",
     )
     server = HttpServer(env).wait_ready()
@@ -251,24 +254,80 @@ def test_at_the_connection_limit_a_slow_client_makes_room_and_busy_requests_stay
             newcomer = clients.open(HEALTH)
             assert newcomer.recv(4096).startswith(b"HTTP/1.1 200"), i
         assert wait_closed(slow_head, 3) and all(wait_closed(sock, 3) for sock in slow_bodies)
-        # Sixteen calls being answered (videos waited on): nothing may be closed for a
-        # newcomer, which is told to retry.
-        for _ in range(16):
-            http = httpx.Client(base_url=server.url, headers={**MCP_HEADERS, "Authorization": f"Bearer {KEY}"})
+        # Sixteen calls of two tenants that would be answered for a long time (videos waited on):
+        # fourteen are, and the server-wide cap on requests in flight answers the rest at once.
+        statuses, responses = [], []
+        sessions = [
+            httpx.Client(base_url=server.url, headers={**MCP_HEADERS, "Authorization": f"Bearer {key}"})
+            for key in [KEY] * 8 + [SECOND_KEY] * 8
+        ]
+        for http in sessions:
             handshake(http)
+        for http in sessions:
             call = {"jsonrpc": "2.0", "id": 2, "method": "tools/call"}
-            call["params"] = {"name": "generate_video", "arguments": {"prompt": "busy", "wait_seconds": 30}}
+            arguments = {"prompt": "busy", "wait_seconds": 30}
+            # With a progress token, so that the answer streams progress while it waits.
+            call["params"] = {"name": "generate_video", "arguments": arguments, "_meta": {"progressToken": 1}}
             stream = http.stream("POST", "/mcp", json=call)
-            stream.__enter__()  # the answer streams until the video is ready: the connection is busy
+            response = stream.__enter__()  # answered 200: it streams until the video is ready
+            statuses.append(response.status_code)
+            responses.append(response)
             answering.append((http, stream))
+        assert statuses.count(200) == 14 and statuses.count(503) == 2, statuses
         time.sleep(0.5)
-        refused = clients.open(b"")
-        answer = refused.recv(4096)
-        assert answer.startswith(b"HTTP/1.1 503") and b"retry-after: 5" in answer.lower(), answer
+        # Those fourteen are never closed for a newcomer; the two refused connections make room for it.
+        for i in range(4):
+            newcomer = clients.open(HEALTH)
+            assert newcomer.recv(4096).startswith(b"HTTP/1.1 200"), i
+        for response in responses:
+            if response.status_code == 200:  # still streaming (progress every half second), not closed
+                assert next(response.iter_lines(), None) is not None
     finally:
         for http, stream in answering:
             stream.__exit__(None, None, None)
             http.close()
         clients.close()
         _, stderr = server.stop()
-    assert "All 16 connections are busy" in stderr
+    assert "requests in flight at /mcp" in stderr
+
+
+def busy_token_check(port: int, n: int) -> socket.socket:
+    """An initialize with a token never seen before, from one of four loopback addresses: the
+    server is asking the (slow) API about it, so the connection is busy with a request."""
+    body = json.dumps(INITIALIZE).encode()
+    head = (
+        f"POST /mcp HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAuthorization: Bearer junk-token-{n:04d}-abcdef\r\n"
+        f"Accept: application/json, text/event-stream\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode()
+    sock = socket.create_connection(("127.0.0.1", port), timeout=5, source_address=(f"127.0.0.{2 + n % 4}", 0))
+    sock.sendall(head + body)
+    return sock
+
+
+def test_health_answers_when_every_connection_is_busy(sim_server: SimulatorServer) -> None:
+    # Every token check takes the longest the server waits for one (10 s), then it answers 503.
+    sim_server.simulator.inject("slow", "/luma/tasks", delay=30.0, times=100)
+    env = http_env(sim_server, LUMA_MCP_AUTH="passthrough", LUMA_MCP_MAX_CONNECTIONS="16")
+    server = HttpServer(env).wait_ready()
+    busy: list[socket.socket] = []
+    spare = Connections(server.port)
+    try:
+        busy = [busy_token_check(server.port, n) for n in range(16)]
+        deadline = time.monotonic() + 5
+        while sim_server.simulator.count("/luma/tasks") < 16 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert sim_server.simulator.count("/luma/tasks") == 16  # all sixteen are being checked
+        for i in range(3):  # every connection is busy: a health probe is still answered
+            probe = spare.open(HEALTH)
+            assert probe.recv(4096).startswith(b"HTTP/1.1 200"), i
+            assert wait_closed(probe, 3)  # one request, then closed
+        other = spare.open(b"GET /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        answer = other.recv(4096)
+        assert answer.startswith(b"HTTP/1.1 503") and b"retry-after: 5" in answer.lower(), answer
+        assert not any(closed_by_server(sock) for sock in busy)  # nothing busy was closed for them
+    finally:
+        close_all(busy)
+        spare.close()
+        _, stderr = server.stop()
+    assert "new ones are answered only for /health" in stderr, stderr[-3000:]

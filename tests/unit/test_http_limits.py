@@ -6,13 +6,13 @@ from __future__ import annotations
 import logging
 
 from luma_mcp.http_limits import (
+    HEALTH_CONNECTIONS,
     RESERVED_FILES,
     TURNS_BEFORE_COUNTED,
     ConnectionBudget,
-    RateLimitFilter,
     connection_budget,
-    is_own_bounded_logger,
 )
+from luma_mcp.log_limits import RateLimitFilter, is_own_bounded_logger
 
 
 def record(name: str, msg: str, *args: object, level: int = logging.ERROR) -> logging.LogRecord:
@@ -45,6 +45,8 @@ def test_the_connection_budget_fits_the_open_file_limit() -> None:
     assert connection_budget(1000, None) == ConnectionBudget(1000, 2048)
     assert connection_budget(1000, 1 << 19) == ConnectionBudget(1000, 2048)  # systemd's usual hard limit
     small = connection_budget(1000, 1024)
-    # The cap, three event-loop turns of accepts, and the server's own files fit in 1024.
-    assert small.max_connections + TURNS_BEFORE_COUNTED * small.backlog + RESERVED_FILES <= 1024
+    # The cap, the spare ones for health probes, three event-loop turns of accepts, and the
+    # server's own files fit in 1024.
+    taken = small.max_connections + HEALTH_CONNECTIONS + TURNS_BEFORE_COUNTED * small.backlog + RESERVED_FILES
+    assert taken <= 1024
     assert small.max_connections >= 500
