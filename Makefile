@@ -15,7 +15,7 @@ $(BIN)/.installed: pyproject.toml
 	touch $@
 
 demo: $(BIN)/.installed
-	$(BIN)/python -m luma_mcp.demo
+	$(BIN)/python -m luma_mcp.simulator.demo
 
 test: lint typecheck pytest
 
@@ -39,12 +39,12 @@ bench: $(BIN)/.installed
 	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
 	$(BIN)/python benchmarks/run.py
 
-# The player view's client library, shipped inside the package (src/luma_mcp/ui/ext-apps): the
+# The player view's client library, shipped inside the package (src/luma_mcp/server/ui/ext-apps): the
 # self-contained build of @modelcontextprotocol/ext-apps at this version, with its licence.
 # Refresh or bump it with `make ext-apps` (or `make ext-apps EXT_APPS_VERSION=x.y.z`), then run
 # the tests: tests/e2e/test_player.py compares the shipped file with npm's release.
 EXT_APPS_VERSION ?= 2.0.4
-EXT_APPS_DIR := src/luma_mcp/ui/ext-apps
+EXT_APPS_DIR := src/luma_mcp/server/ui/ext-apps
 
 ext-apps:
 	rm -rf .cache/ext-apps && mkdir -p .cache/ext-apps

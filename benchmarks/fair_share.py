@@ -23,7 +23,7 @@ import anyio
 import httpx
 
 from http_load import KEY, http_env, http_server
-from luma_mcp.simulator import Simulator, SimulatorServer
+from luma_mcp.simulator.app import Simulator, SimulatorServer
 
 SECOND_KEY = "bench-key-tenant-b"
 CONNECTIONS = 64

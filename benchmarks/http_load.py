@@ -30,7 +30,7 @@ from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.types import CallToolResult
 
-from luma_mcp.simulator import Simulator
+from luma_mcp.simulator.app import Simulator
 
 KEY = "bench-key"
 HEALTH_TIMEOUT = 30.0  # seconds for the server to answer /health

@@ -56,10 +56,10 @@ from http_load import http_env as http_server_env
 from latency_plot import LatencyPoint, plot_latency
 from luma_mcp import __version__
 from luma_mcp.config import Settings
-from luma_mcp.player import VIEW_URI
+from luma_mcp.core.waiting import PollSchedule
 from luma_mcp.server import create_server
-from luma_mcp.simulator import Simulator, SimulatorServer
-from luma_mcp.waiting import PollSchedule
+from luma_mcp.server.player import VIEW_URI
+from luma_mcp.simulator.app import Simulator, SimulatorServer
 from oauth_flow import BATCH, CALLS, CONNECTS, OAuthReport, measure_oauth
 
 HERE = Path(__file__).resolve().parent

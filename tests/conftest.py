@@ -11,10 +11,10 @@ import pytest
 from mcp import Client
 from pydantic import SecretStr
 
-from luma_mcp.client import LumaClient
-from luma_mcp.ledger import Ledger
+from luma_mcp.api.client import LumaClient
+from luma_mcp.core.ledger import Ledger
 from luma_mcp.server import create_server
-from luma_mcp.simulator import Simulator, SimulatorServer
+from luma_mcp.simulator.app import Simulator, SimulatorServer
 
 from .helpers.common import CANARY_TOKEN, FAST_RETRY, FAST_SCHEDULE, make_settings, open_store
 from .helpers.oauth_ledger import deployment  # noqa: F401 (a fixture: OAuth server processes on one ledger)

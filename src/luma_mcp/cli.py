@@ -14,9 +14,9 @@ from pydantic import SecretStr, ValidationError
 
 from luma_mcp import __version__
 from luma_mcp.config import TOKEN_ENV, Settings, SettingsError
-from luma_mcp.ledger import ledger_url_problem
+from luma_mcp.core.ledger import ledger_url_problem
 from luma_mcp.server import create_server
-from luma_mcp.stdio import run_stdio
+from luma_mcp.stdio.transport import run_stdio
 
 log = logging.getLogger("luma_mcp")
 
@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> None:
     simulator = None
     scratch = contextlib.ExitStack()
     if args.simulate:
-        from luma_mcp.simulator import Simulator, SimulatorServer  # only --simulate pays for importing it
+        from luma_mcp.simulator.app import Simulator, SimulatorServer  # only --simulate pays for importing it
 
         simulator = SimulatorServer(Simulator(queue_seconds=1.0, processing_seconds=args.simulate_seconds)).start()
         # Simulated tasks vanish with the simulator: keep them out of the real ledger.
@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> None:
         )
     try:
         if args.transport == "http":
-            from luma_mcp.http_app import ConfigurationError, serve_http
+            from luma_mcp.hosting.app import ConfigurationError, serve_http
 
             try:
                 serve_http(settings, args.host, args.port)

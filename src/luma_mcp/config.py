@@ -14,7 +14,7 @@ import platformdirs
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from luma_mcp.bearer import MAX_BEARER_LENGTH, acceptable_bearer
+from luma_mcp.checks.bearer import MAX_BEARER_LENGTH, acceptable_bearer
 
 AspectRatio = Literal["16:9", "9:16", "1:1", "4:3", "3:4", "21:9", "9:21"]
 ASPECT_RATIOS: tuple[AspectRatio, ...] = ("16:9", "9:16", "1:1", "4:3", "3:4", "21:9", "9:21")
@@ -118,14 +118,14 @@ class Settings(BaseSettings):
     allowed_hosts: str = Field(default="", validation_alias="LUMA_MCP_ALLOWED_HOSTS")
     allowed_origins: str = Field(default="", validation_alias="LUMA_MCP_ALLOWED_ORIGINS")
     cors_origins: str = Field(default="", validation_alias="LUMA_MCP_CORS_ORIGINS")
-    # The provider POSTs each finished video to LUMA_MCP_PUBLIC_URL/callbacks/luma/<secret> (luma_mcp.callbacks).
+    # The provider POSTs each finished video to LUMA_MCP_PUBLIC_URL/callbacks/luma/<secret> (hosting.callbacks).
     callbacks: bool = Field(default=True, validation_alias="LUMA_MCP_CALLBACKS")
     # What one caller (and all of them) may make the HTTP server hold.
     max_sessions: int = Field(default=1000, ge=1, validation_alias="LUMA_MCP_MAX_SESSIONS")
     max_sessions_per_tenant: int = Field(default=100, ge=1, validation_alias="LUMA_MCP_MAX_SESSIONS_PER_TENANT")
     session_idle_seconds: float = Field(default=1800, gt=0, validation_alias="LUMA_MCP_SESSION_IDLE_SECONDS")
     unused_session_seconds: float = Field(default=60, gt=0, validation_alias="LUMA_MCP_UNUSED_SESSION_SECONDS")
-    # Requests in flight at /mcp (luma_mcp.inflight); per tenant, None: a tenth of LUMA_MCP_MAX_CONNECTIONS.
+    # Requests in flight at /mcp (luma_mcp.hosting.inflight); per tenant, None: a tenth of LUMA_MCP_MAX_CONNECTIONS.
     max_requests_per_tenant: int | None = Field(default=None, ge=1, validation_alias="LUMA_MCP_MAX_REQUESTS_PER_TENANT")
     max_requests_per_session: int = Field(default=8, ge=1, validation_alias="LUMA_MCP_MAX_REQUESTS_PER_SESSION")
     # Passthrough: how often tokens not seen before are checked with the API, and for how long a verdict holds.
@@ -135,7 +135,7 @@ class Settings(BaseSettings):
     )
     token_cache_seconds: float = Field(default=600, gt=0, validation_alias="LUMA_MCP_TOKEN_CACHE_SECONDS")
     token_cache_size: int = Field(default=10_000, ge=1, validation_alias="LUMA_MCP_TOKEN_CACHE_SIZE")
-    # What slow or numerous clients can hold (luma_mcp.http_limits).
+    # What slow or numerous clients can hold (luma_mcp.hosting.limits).
     http_max_connections: int = Field(default=1000, ge=16, le=100_000, validation_alias="LUMA_MCP_MAX_CONNECTIONS")
     http_read_timeout: int = Field(default=10, ge=1, le=300, validation_alias="LUMA_MCP_READ_TIMEOUT_SECONDS")
     http_keep_alive: int = Field(default=5, ge=1, le=300, validation_alias="LUMA_MCP_KEEP_ALIVE_SECONDS")

@@ -17,9 +17,9 @@ import httpx
 import pytest
 from mcp_types.version import LATEST_MODERN_VERSION
 
-from luma_mcp.caller import tenant_of
-from luma_mcp.results import TaskResult
-from luma_mcp.simulator import SimulatorServer
+from luma_mcp.core.caller import tenant_of
+from luma_mcp.core.results import TaskResult
+from luma_mcp.simulator.app import SimulatorServer
 
 from ..helpers.http import (
     INITIALIZE,

@@ -29,13 +29,14 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from luma_mcp.callbacks import MISSES_PER_MINUTE, CallbackIssuer, callback_hash
-from luma_mcp.errors import LumaRequestError
-from luma_mcp.http_app import create_http_app
-from luma_mcp.ledger import SQLiteLedger
-from luma_mcp.ledger.postgres import FINISHED_CHANNEL
-from luma_mcp.results import TaskResult
-from luma_mcp.simulator import ServerThread, Simulator, SimulatorServer
+from luma_mcp.api.errors import LumaRequestError
+from luma_mcp.core.callback_urls import CallbackIssuer, callback_hash
+from luma_mcp.core.ledger import SQLiteLedger
+from luma_mcp.core.ledger.postgres import FINISHED_CHANNEL
+from luma_mcp.core.results import TaskResult
+from luma_mcp.hosting.app import create_http_app
+from luma_mcp.hosting.callbacks import MISSES_PER_MINUTE
+from luma_mcp.simulator.app import ServerThread, Simulator, SimulatorServer
 
 from ..helpers.common import CANARY_TOKEN, example, make_settings, raw_sql, text_of
 from ..helpers.http import TOKEN_A, HttpServer, client, free_port, http_env
@@ -408,7 +409,8 @@ async def test_the_secret_is_in_no_log_row_or_result(
     ours = [
         r
         for r in caplog.records
-        if r.name != "luma_mcp.simulator" and not (r.name.startswith("httpx") and "/callbacks/luma/" in r.getMessage())
+        if r.name != "luma_mcp.simulator.app"
+        and not (r.name.startswith("httpx") and "/callbacks/luma/" in r.getMessage())
     ]
     assert any(r.name.startswith("luma_mcp") for r in ours)
     for record in ours:
@@ -522,7 +524,7 @@ async def test_a_callback_landing_on_another_replica_wakes_the_wait(
 
 
 async def test_the_listener_wakes_every_waiter_once_each_time_it_starts_listening(postgres_url: str) -> None:
-    from luma_mcp.ledger.listen import listen_for_finishes
+    from luma_mcp.core.ledger.listen import listen_for_finishes
 
     class Recorder:
         def __init__(self) -> None:

@@ -15,9 +15,9 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from luma_mcp.config import Settings
-from luma_mcp.http_app import create_http_app
+from luma_mcp.hosting.app import create_http_app
 from luma_mcp.oauth.client_documents import ClientDocuments
-from luma_mcp.simulator import ServerThread, SimulatorServer
+from luma_mcp.simulator.app import ServerThread, SimulatorServer
 
 from ..helpers.http import free_port, http_env
 from ..helpers.oauth import REDIRECT_URI, oauth_env, pkce

@@ -12,9 +12,9 @@ import anyio
 import pytest
 from mcp import Client, StdioServerParameters
 
-from luma_mcp.results import TaskList, TaskResult
+from luma_mcp.core.results import TaskList, TaskResult
 from luma_mcp.server import create_server
-from luma_mcp.simulator import SimulatorServer
+from luma_mcp.simulator.app import SimulatorServer
 
 from ..helpers.common import CANARY_TOKEN, DEFAULT_EXPIRY, FAST_SCHEDULE, make_settings, text_of
 from ..helpers.stdio import RawStdioServer, server_env

@@ -20,7 +20,7 @@ import httpx
 import pytest
 from mcp_types.version import LATEST_MODERN_VERSION
 
-from luma_mcp.simulator import SimulatorServer
+from luma_mcp.simulator.app import SimulatorServer
 
 from ..helpers.http import INITIALIZE, MCP_HEADERS, TOKEN_A, TOKEN_B, HttpServer, http_env
 

@@ -15,8 +15,8 @@ from typing import Any
 import httpx
 import pytest
 
-from luma_mcp.results import TaskList, TaskResult
-from luma_mcp.simulator import SimulatorServer
+from luma_mcp.core.results import TaskList, TaskResult
+from luma_mcp.simulator.app import SimulatorServer
 
 from ..helpers.common import text_of
 from ..helpers.downloads import files_in
@@ -291,6 +291,7 @@ def test_the_stdio_path_imports_none_of_the_http_edge() -> None:
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
     modules = set(loaded.stdout.strip().split(","))
     assert "luma_mcp.server" in modules  # the probe sees the stdio path
-    http_only = {"luma_mcp.http_app", "luma_mcp.admission", "luma_mcp.token_checks", "luma_mcp.session_caps"}
-    http_only |= {"luma_mcp.http_limits", "luma_mcp.http_shutdown", "luma_mcp.callbacks", "luma_mcp.ledger.listen"}
+    edge = {m for m in modules if m.startswith(("luma_mcp.hosting", "luma_mcp.oauth"))}
+    assert not edge, edge
+    http_only = {"luma_mcp.core.token_checks", "luma_mcp.core.ledger.listen", "luma_mcp.core.ledger.postgres"}
     assert modules.isdisjoint(http_only), modules & http_only

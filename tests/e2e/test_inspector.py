@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from luma_mcp.simulator import SimulatorServer
+from luma_mcp.simulator.app import SimulatorServer
 
 from ..helpers.common import CANARY_TOKEN
 

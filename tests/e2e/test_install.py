@@ -34,8 +34,8 @@ import pytest
 from mcp import Client, StdioServerParameters
 
 from luma_mcp import __version__
-from luma_mcp.results import TaskResult
-from luma_mcp.simulator import SimulatorServer
+from luma_mcp.core.results import TaskResult
+from luma_mcp.simulator.app import SimulatorServer
 
 from ..helpers.common import CANARY_TOKEN
 from ..helpers.http import KEY, client, free_port, http_env
@@ -97,7 +97,7 @@ def test_the_wheel_ships_the_view_media_and_both_commands(dist: Path) -> None:
         entry_points = archive.read(f"luma_dream_machine_mcp-{__version__}.dist-info/entry_points.txt").decode()
     for shipped in ("luma_mcp/ui/player.html", "luma_mcp/ui/ext-apps/app-with-deps.js",
                     "luma_mcp/ui/ext-apps/LICENSE", "luma_mcp/media/sample.mp4", "luma_mcp/media/sample.jpg",
-                    "luma_mcp/py.typed", "luma_mcp/ledger/postgres.py"):  # fmt: skip
+                    "luma_mcp/py.typed", "luma_mcp/core/ledger/postgres.py"):  # fmt: skip
         assert shipped in names, shipped
     assert not [name for name in names if "__pycache__" in name or name.startswith(("tests/", "benchmarks/"))]
     assert "luma-mcp = luma_mcp.cli:main" in entry_points and f"{PACKAGE} = luma_mcp.cli:main" in entry_points
@@ -209,7 +209,7 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Installed:
 def test_the_runtime_stage_installs_the_build_stages_wheels_offline(installed: Installed) -> None:
     version = run([installed.command("luma-mcp"), "--version"], timeout=60)
     assert version.stdout.strip() == f"luma-mcp {__version__}"
-    run([installed.command("python"), "-c", "import psycopg, luma_mcp.ledger.postgres"], timeout=60)  # [postgres]
+    run([installed.command("python"), "-c", "import psycopg, luma_mcp.core.ledger.postgres"], timeout=60)  # [postgres]
     print(f"installed into a fresh environment in {installed.seconds:.1f} s")
 
 

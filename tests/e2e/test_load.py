@@ -16,8 +16,8 @@ import anyio
 import pytest
 from mcp import Client
 
-from luma_mcp.results import TaskResult
-from luma_mcp.simulator import SimulatorServer
+from luma_mcp.core.results import TaskResult
+from luma_mcp.simulator.app import SimulatorServer
 
 from ..helpers.http import KEY, TOKEN_A, HttpServer, client, http_env, rss_mb
 

@@ -29,9 +29,9 @@ from mcp.client.auth import OAuthClientProvider
 from mcp.shared.auth import AuthorizationCodeResult, OAuthClientMetadata
 from pydantic import AnyUrl
 
+from luma_mcp.core.results import TaskResult
 from luma_mcp.oauth.signin import CSRF_COOKIE
-from luma_mcp.results import TaskResult
-from luma_mcp.simulator import SimulatorServer
+from luma_mcp.simulator.app import SimulatorServer
 
 from ..helpers.browser import LAUNCH_ARGS, ROOT, chromium
 from ..helpers.http import TOKEN_A, HttpServer, free_port, http_env

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import httpx
 
-from luma_mcp.simulator import SimulatorServer
+from luma_mcp.simulator.app import SimulatorServer
 
 from ..helpers.http import KEY, TOKEN_A, HttpServer, free_port, http_env
 from ..helpers.nginx import nginx

@@ -23,8 +23,8 @@ from starlette.applications import Starlette
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 
-from luma_mcp.player import STATUS_TOOL
-from luma_mcp.simulator import FAIL_MARKER, ServerThread, Simulator, SimulatorServer
+from luma_mcp.server.player import STATUS_TOOL
+from luma_mcp.simulator.app import FAIL_MARKER, ServerThread, Simulator, SimulatorServer
 
 from ..helpers.browser import LAUNCH_ARGS, ROOT, chromium, host_script, npm_ext_apps_bundle
 from ..helpers.http import KEY, HttpServer
@@ -283,5 +283,5 @@ def test_a_javascript_url_or_a_bidi_control_in_a_result_cannot_reach_the_person(
 
 def test_the_shipped_ext_apps_client_is_the_pinned_release(stage: Stage) -> None:
     # `stage` installed the pinned @modelcontextprotocol/ext-apps from npm for the host page.
-    shipped = (ROOT / "src" / "luma_mcp" / "ui" / "ext-apps" / "app-with-deps.js").read_bytes()
+    shipped = (ROOT / "src" / "luma_mcp" / "server" / "ui" / "ext-apps" / "app-with-deps.js").read_bytes()
     assert shipped == npm_ext_apps_bundle(), "src/luma_mcp/ui/ext-apps differs from npm's release: run make ext-apps"

@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 import pytest
 
-from luma_mcp.simulator import SimulatorServer
+from luma_mcp.simulator.app import SimulatorServer
 
 from ..helpers.http import INITIALIZE, KEY, MCP_HEADERS, TOKEN_A, HttpServer, handshake, http_env
 

@@ -8,8 +8,8 @@ import sys
 import pytest
 from mcp import Client, StdioServerParameters
 
-from luma_mcp.results import TaskResult
-from luma_mcp.simulator import SimulatorServer
+from luma_mcp.core.results import TaskResult
+from luma_mcp.simulator.app import SimulatorServer
 
 from ..helpers.common import CANARY_TOKEN, text_of
 from ..helpers.stdio import RawStdioServer, server_env

@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from luma_mcp.stdio_wire import MAX_LINE_BYTES
+from luma_mcp.stdio.wire import MAX_LINE_BYTES
 
 from ..helpers.stdio import RawStdioServer, server_env
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from luma_mcp.simulator import Simulator, SimulatorServer
+from luma_mcp.simulator.app import Simulator, SimulatorServer
 
 from ..helpers.common import CANARY_TOKEN
 from ..helpers.stdio import RawStdioServer, server_env

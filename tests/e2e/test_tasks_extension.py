@@ -21,10 +21,10 @@ from mcp.client.extension import advertise
 from mcp.client.streamable_http import streamable_http_client
 from mcp.types import CallToolResult, RequestParams, Result
 
-from luma_mcp.ledger import SQLiteLedger
-from luma_mcp.results import TaskResult
+from luma_mcp.core.ledger import SQLiteLedger
+from luma_mcp.core.results import TaskResult
 from luma_mcp.server import create_server
-from luma_mcp.simulator import FAIL_MARKER, REFUSE_MARKER, Simulator, SimulatorServer
+from luma_mcp.simulator.app import FAIL_MARKER, REFUSE_MARKER, Simulator, SimulatorServer
 
 from ..helpers.common import FAST_SCHEDULE, make_settings, raw_sql, text_of
 from ..helpers.http import KEY, TOKEN_A, TOKEN_B, HttpServer, http_env

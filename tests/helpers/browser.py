@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from luma_mcp.player import ext_apps_version
+from luma_mcp.server.player import ext_apps_version
 
 from .debian import apt_install
 

@@ -33,7 +33,7 @@ import httpx2
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 
-from luma_mcp.simulator import Simulator, SimulatorServer
+from luma_mcp.simulator.app import Simulator, SimulatorServer
 
 from .http import INITIALIZE, MCP_HEADERS, HttpServer, free_port, rss_mb
 from .oauth import OAUTH_KEY, REDIRECT_URI, hidden_fields, pkce

@@ -10,12 +10,12 @@ from typing import Any
 
 from mcp.types import CallToolResult, TextContent
 
+from luma_mcp.api.models import TaskStatus
+from luma_mcp.api.retries import RetryPolicy
 from luma_mcp.config import Settings
-from luma_mcp.ledger import Ledger, PostgresLedger, SQLiteLedger
-from luma_mcp.models import TaskStatus
-from luma_mcp.results import TaskResult
-from luma_mcp.retries import RetryPolicy
-from luma_mcp.waiting import PollSchedule
+from luma_mcp.core.ledger import Ledger, PostgresLedger, SQLiteLedger
+from luma_mcp.core.results import TaskResult
+from luma_mcp.core.waiting import PollSchedule
 
 EXAMPLES = Path(__file__).parent.parent / "fixtures" / "luma-api-examples"
 # A canary: tests search every message, log record and result for it.

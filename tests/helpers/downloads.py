@@ -7,7 +7,7 @@ from typing import Any
 
 from mcp import Client
 
-from luma_mcp.results import TaskResult
+from luma_mcp.core.results import TaskResult
 
 
 async def finished_task(client: Client, prompt: str = "A paper lantern rising at night") -> TaskResult:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from luma_mcp.oauth.grants import token_hash
-from luma_mcp.simulator import SimulatorServer
+from luma_mcp.simulator.app import SimulatorServer
 
 from .common import raw_sql
 from .http import KEY, TOKEN_A, HttpServer, free_port, http_env

@@ -6,13 +6,13 @@ from typing import Any
 
 from pydantic import SecretStr
 
-from luma_mcp.caller import OPERATOR, Caller, tenant_of
-from luma_mcp.client import LumaClient
+from luma_mcp.api.client import LumaClient
 from luma_mcp.config import Settings
-from luma_mcp.ledger import Ledger
-from luma_mcp.service import VideoService
-from luma_mcp.state import AppState
-from luma_mcp.waiting import RecentReads
+from luma_mcp.core.caller import OPERATOR, Caller, tenant_of
+from luma_mcp.core.ledger import Ledger
+from luma_mcp.core.service import VideoService
+from luma_mcp.core.state import AppState
+from luma_mcp.core.waiting import RecentReads
 
 from .common import FAST_SCHEDULE
 

@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from luma_mcp.simulator import ServerThread
+from luma_mcp.simulator.app import ServerThread
 
 
 def _name(common_name: str) -> x509.Name:

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from mcp import Client
 
-from luma_mcp.results import TaskResult
+from luma_mcp.core.results import TaskResult
 from luma_mcp.server import create_server
-from luma_mcp.simulator import SAMPLE_JPEG, SAMPLE_MP4, Simulator, SimulatorServer
+from luma_mcp.simulator.app import SAMPLE_JPEG, SAMPLE_MP4, Simulator, SimulatorServer
 
 from ..helpers.common import FAST_SCHEDULE, make_settings, text_of
 from ..helpers.downloads import download, files_in, finished_task

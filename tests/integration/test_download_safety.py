@@ -21,12 +21,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from luma_mcp import download as media
-from luma_mcp import guarded_http
-from luma_mcp.errors import DownloadError
+from luma_mcp.api.errors import DownloadError
+from luma_mcp.checks.urls import UnsafeUrl, check_caller_url, is_public_address, origin
+from luma_mcp.core import download as media
+from luma_mcp.core import guarded_http
 from luma_mcp.server import create_server
-from luma_mcp.simulator import SAMPLE_MP4, ServerThread, Simulator, SimulatorServer
-from luma_mcp.urls import UnsafeUrl, check_caller_url, is_public_address, origin
+from luma_mcp.simulator.app import SAMPLE_MP4, ServerThread, Simulator, SimulatorServer
 
 from ..helpers.common import FAST_SCHEDULE, make_settings, text_of
 from ..helpers.downloads import download, files_in, finished_task

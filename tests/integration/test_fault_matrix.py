@@ -17,9 +17,9 @@ from typing import Any
 import pytest
 from mcp import Client
 
-from luma_mcp.results import TaskResult
+from luma_mcp.core.results import TaskResult
 from luma_mcp.server import create_server
-from luma_mcp.simulator import SimulatorServer
+from luma_mcp.simulator.app import SimulatorServer
 
 from ..helpers.common import FAST_SCHEDULE, make_settings, text_of
 

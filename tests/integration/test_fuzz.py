@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from mcp import Client
 
 from luma_mcp.server import create_server
-from luma_mcp.simulator import Simulator, SimulatorServer
+from luma_mcp.simulator.app import Simulator, SimulatorServer
 
 from ..helpers.common import FAST_SCHEDULE, make_settings, text_of
 

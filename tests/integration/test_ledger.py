@@ -12,15 +12,15 @@ from pathlib import Path
 import anyio
 import pytest
 
-from luma_mcp.errors import LedgerError, SpendingLimitError
-from luma_mcp.ledger import (
+from luma_mcp.api.errors import LedgerError, SpendingLimitError
+from luma_mcp.api.models import SubmitState, TaskStatus
+from luma_mcp.core.ledger import (
     SCHEMA_VERSION,
     Ledger,
     SpendingLimits,
     SQLiteLedger,
 )
-from luma_mcp.models import SubmitState, TaskStatus
-from luma_mcp.results import TaskResult
+from luma_mcp.core.results import TaskResult
 
 from ..helpers.common import open_store, pending
 
@@ -253,13 +253,13 @@ def test_the_sqlite_path_never_imports_the_postgres_backend(tmp_path: Path) -> N
     code = (
         "import sys, anyio\n"
         "from luma_mcp.config import Settings\n"
-        "from luma_mcp.ledger import open_ledger\n"
+        "from luma_mcp.core.ledger import open_ledger\n"
         "from luma_mcp.server import create_server\n"
         f"settings = Settings(_env_file=None, LUMA_LEDGER_PATH={str(tmp_path / 'l.sqlite3')!r})\n"
         "create_server(settings)\n"
         "ledger = open_ledger(settings)\n"
         "anyio.run(ledger.for_tenant('').recent)\n"
-        "print(sorted(m for m in sys.modules if m.startswith(('psycopg', 'luma_mcp.ledger.postgres'))))\n"
+        "print(sorted(m for m in sys.modules if m.startswith(('psycopg', 'luma_mcp.core.ledger.postgres'))))\n"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
     assert done.stdout.strip() == "[]", done.stdout + done.stderr

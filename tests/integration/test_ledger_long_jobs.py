@@ -10,11 +10,11 @@ from pathlib import Path
 import anyio
 import pytest
 
-from luma_mcp.ledger import Ledger
-from luma_mcp.ledger.queries import MIGRATIONS, SCHEMA_VERSION
-from luma_mcp.ledger.sqlite import DIALECT as SQLITE
-from luma_mcp.models import TaskStatus
-from luma_mcp.results import TaskResult
+from luma_mcp.api.models import TaskStatus
+from luma_mcp.core.ledger import Ledger
+from luma_mcp.core.ledger.queries import MIGRATIONS, SCHEMA_VERSION
+from luma_mcp.core.ledger.sqlite import DIALECT as SQLITE
+from luma_mcp.core.results import TaskResult
 
 from ..helpers.common import open_store, pending, raw_sql
 
@@ -94,7 +94,7 @@ async def test_recording_a_finish_wakes_the_waits_on_it(ledger: Ledger) -> None:
 async def test_a_finish_is_notified_to_every_process_on_postgres(store: str, ledger: Ledger) -> None:
     import psycopg
 
-    from luma_mcp.ledger.postgres import FINISHED_CHANNEL
+    from luma_mcp.core.ledger.postgres import FINISHED_CHANNEL
 
     await accepted(ledger, "alice", "t1")
     await accepted(ledger, "alice", "t2")
@@ -161,7 +161,7 @@ async def test_migration_3_keeps_a_version_2_sqlite_ledger(tmp_path: Path) -> No
 async def test_migration_3_keeps_a_version_2_postgres_ledger(postgres_url: str) -> None:
     import psycopg
 
-    from luma_mcp.ledger.postgres import DIALECT as POSTGRES
+    from luma_mcp.core.ledger.postgres import DIALECT as POSTGRES
 
     with psycopg.connect(postgres_url, autocommit=True) as db:
         for script in POSTGRES.migrations()[:2]:

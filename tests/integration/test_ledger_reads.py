@@ -12,9 +12,9 @@ from pathlib import Path
 import anyio
 import pytest
 
-from luma_mcp.ledger import SQLiteLedger
-from luma_mcp.models import TaskStatus
-from luma_mcp.results import TaskResult
+from luma_mcp.api.models import TaskStatus
+from luma_mcp.core.ledger import SQLiteLedger
+from luma_mcp.core.results import TaskResult
 
 pytestmark = pytest.mark.anyio
 

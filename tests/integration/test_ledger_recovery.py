@@ -15,17 +15,17 @@ import anyio
 import pytest
 from mcp import Client
 
-from luma_mcp.client import LumaClient
-from luma_mcp.errors import LedgerError, LumaError, ServiceError
-from luma_mcp.ledger import (
+from luma_mcp.api.client import LumaClient
+from luma_mcp.api.errors import LedgerError, LumaError, ServiceError
+from luma_mcp.api.models import GenerateRequest, SubmitState, TaskStatus
+from luma_mcp.core.ledger import (
     Ledger,
     PostgresLedger,
     SQLiteLedger,
 )
-from luma_mcp.models import GenerateRequest, SubmitState, TaskStatus
-from luma_mcp.results import TaskResult
+from luma_mcp.core.results import TaskResult
 from luma_mcp.server import create_server
-from luma_mcp.simulator import SimulatorServer
+from luma_mcp.simulator.app import SimulatorServer
 
 from ..helpers.common import DEFAULT_EXPIRY, FAST_SCHEDULE, make_settings, open_store, raw_sql, text_of
 from ..helpers.service import no_report, service_for
@@ -232,7 +232,7 @@ async def test_a_stale_sending_row_reads_as_lost_and_a_new_take_frees_its_key(st
 
 
 def test_the_sending_expiry_follows_the_request_timeout() -> None:
-    from luma_mcp.ledger import sending_expiry
+    from luma_mcp.core.ledger import sending_expiry
 
     assert sending_expiry(30, 20) == DEFAULT_EXPIRY
     assert sending_expiry(120, 20) - sending_expiry(30, 20) == 90

@@ -15,11 +15,11 @@ from pathlib import Path
 import pytest
 from mcp import Client
 
-from luma_mcp.ledger import Ledger, StoredResult, open_ledger
-from luma_mcp.models import SubmitState, TaskStatus
-from luma_mcp.results import TaskError, TaskList, TaskResult
+from luma_mcp.api.models import SubmitState, TaskStatus
+from luma_mcp.core.ledger import Ledger, StoredResult, open_ledger
+from luma_mcp.core.results import TaskError, TaskList, TaskResult
 from luma_mcp.server import create_server
-from luma_mcp.simulator import SimulatorServer
+from luma_mcp.simulator.app import SimulatorServer
 
 from ..helpers.common import FAST_SCHEDULE, make_settings, raw_sql
 

@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 
-from luma_mcp.ledger import Ledger, SpendingLimits
-from luma_mcp.ledger.queries import TEMPLATES, Dialect
-from luma_mcp.models import SubmitState, TaskStatus
-from luma_mcp.results import TaskResult
+from luma_mcp.api.models import SubmitState, TaskStatus
+from luma_mcp.core.ledger import Ledger, SpendingLimits
+from luma_mcp.core.ledger.queries import TEMPLATES, Dialect
+from luma_mcp.core.results import TaskResult
 
 from ..helpers.common import pending, raw_sql
 

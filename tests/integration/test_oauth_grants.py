@@ -11,7 +11,7 @@ from mcp.server.auth.provider import AuthorizationParams, AuthorizeError, Regist
 from mcp.shared.auth import OAuthClientInformationFull, OAuthToken
 from pydantic import AnyUrl
 
-from luma_mcp.ledger import Ledger
+from luma_mcp.core.ledger import Ledger
 from luma_mcp.oauth.grants import MAX_GRANTS_PER_SUBJECT, GrantStore
 from luma_mcp.oauth.provider import LumaAuthServer
 from luma_mcp.oauth.sealing import Sealer

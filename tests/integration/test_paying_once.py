@@ -10,9 +10,9 @@ import anyio
 import pytest
 from mcp import Client
 
-from luma_mcp.results import TaskList, TaskResult
+from luma_mcp.core.results import TaskList, TaskResult
 from luma_mcp.server import create_server
-from luma_mcp.simulator import FAIL_MARKER, REFUSE_MARKER, Simulator, SimulatorServer
+from luma_mcp.simulator.app import FAIL_MARKER, REFUSE_MARKER, Simulator, SimulatorServer
 
 from ..helpers.common import FAST_SCHEDULE, make_settings, text_of
 

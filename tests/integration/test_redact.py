@@ -10,7 +10,7 @@ import pytest
 from mcp import Client
 
 from luma_mcp.server import create_server
-from luma_mcp.simulator import SimulatorServer
+from luma_mcp.simulator.app import SimulatorServer
 
 from ..helpers.common import FAST_SCHEDULE, make_settings, text_of
 from ..helpers.redact import SECRET, assert_hidden

@@ -1,4 +1,4 @@
-"""The one bearer rule (`luma_mcp.bearer`) and its three users: the API client, the access-keys
+"""The one bearer rule (`luma_mcp.checks.bearer`) and its three users: the API client, the access-keys
 check at start, and the HTTP edge. Each refuses exactly what the rule refuses, in its own words."""
 
 from __future__ import annotations
@@ -9,13 +9,13 @@ import pytest
 from pydantic import SecretStr, ValidationError
 from starlette.types import Message, Receive, Scope, Send
 
-from luma_mcp.admission import AdmissionMiddleware
-from luma_mcp.bearer import MAX_BEARER_LENGTH, acceptable_bearer
-from luma_mcp.client import LumaClient
+from luma_mcp.api.client import LumaClient
+from luma_mcp.api.errors import LumaAuthError, LumaError
+from luma_mcp.checks.bearer import MAX_BEARER_LENGTH, acceptable_bearer
 from luma_mcp.config import Settings
-from luma_mcp.errors import LumaAuthError, LumaError
-from luma_mcp.session_caps import SessionCaps
-from luma_mcp.simulator import SimulatorServer
+from luma_mcp.hosting.admission import AdmissionMiddleware
+from luma_mcp.hosting.session_caps import SessionCaps
+from luma_mcp.simulator.app import SimulatorServer
 
 from ..helpers.common import FAST_RETRY
 

@@ -13,13 +13,13 @@ import pytest
 from mcp.server.auth.middleware.auth_context import auth_context_var
 from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
 
-from luma_mcp.caller import OPERATOR, Identity, current_caller, tenant_of
-from luma_mcp.errors import ServiceError
-from luma_mcp.models import GenerateRequest, TaskStatus
-from luma_mcp.results import TaskResult
-from luma_mcp.service import VideoService
-from luma_mcp.simulator import SimulatorServer
-from luma_mcp.state import open_state
+from luma_mcp.api.errors import ServiceError
+from luma_mcp.api.models import GenerateRequest, TaskStatus
+from luma_mcp.core.caller import OPERATOR, Identity, current_caller, tenant_of
+from luma_mcp.core.results import TaskResult
+from luma_mcp.core.service import VideoService
+from luma_mcp.core.state import open_state
+from luma_mcp.simulator.app import SimulatorServer
 
 from ..helpers.common import FAST_SCHEDULE, make_settings
 from ..helpers.service import no_report

@@ -9,8 +9,8 @@ import anyio
 import pytest
 from pydantic import SecretStr
 
-from luma_mcp.client import LumaClient
-from luma_mcp.errors import (
+from luma_mcp.api.client import LumaClient
+from luma_mcp.api.errors import (
     LumaAuthError,
     LumaBalanceError,
     LumaConfigError,
@@ -22,9 +22,9 @@ from luma_mcp.errors import (
     LumaServerError,
     LumaTimeoutError,
 )
-from luma_mcp.models import ExtendRequest, GenerateRequest, TaskStatus, derive_status
-from luma_mcp.retries import RetryPolicy
-from luma_mcp.simulator import REFUSE_MARKER, Simulator, SimulatorServer
+from luma_mcp.api.models import ExtendRequest, GenerateRequest, TaskStatus, derive_status
+from luma_mcp.api.retries import RetryPolicy
+from luma_mcp.simulator.app import REFUSE_MARKER, Simulator, SimulatorServer
 
 from ..helpers.common import CANARY_TOKEN, FAST_RETRY
 from ..helpers.http import free_port
@@ -279,7 +279,7 @@ async def test_a_token_echoed_by_the_api_is_redacted() -> None:
     from starlette.responses import JSONResponse
     from starlette.routing import Route
 
-    from luma_mcp.simulator import ServerThread
+    from luma_mcp.simulator.app import ServerThread
 
     async def echo(request: Request) -> JSONResponse:
         seen = request.headers["authorization"]

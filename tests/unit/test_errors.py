@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from luma_mcp.errors import (
+from luma_mcp.api.errors import (
     LumaAuthError,
     LumaBalanceError,
     LumaError,

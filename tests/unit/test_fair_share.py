@@ -7,9 +7,9 @@ from mcp.server.auth.middleware.bearer_auth import AuthorizationContext
 from mcp.server.lowlevel import Server
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 
-from luma_mcp.admission import RETRY_AFTER_CAP, retry_after_header
-from luma_mcp.inflight import InFlight, InFlightLimits, Refusal, in_flight_limits
-from luma_mcp.session_caps import SESSION_REFUSAL, SessionCaps, SessionRefusal, fair_share, principal_of
+from luma_mcp.hosting.admission import RETRY_AFTER_CAP, retry_after_header
+from luma_mcp.hosting.inflight import InFlight, InFlightLimits, Refusal, in_flight_limits
+from luma_mcp.hosting.session_caps import SESSION_REFUSAL, SessionCaps, SessionRefusal, fair_share, principal_of
 
 ALICE = ("https://issuer.example", "alice")
 BOB = (None, "bob")

@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import logging
 
-from luma_mcp.http_limits import (
+from luma_mcp.hosting.limits import (
     HEALTH_CONNECTIONS,
     RESERVED_FILES,
     TURNS_BEFORE_COUNTED,
     ConnectionBudget,
     connection_budget,
 )
-from luma_mcp.log_limits import RateLimitFilter, is_own_bounded_logger
+from luma_mcp.hosting.log_limits import RateLimitFilter, is_own_bounded_logger
 
 
 def record(name: str, msg: str, *args: object, level: int = logging.ERROR) -> logging.LogRecord:
@@ -35,9 +35,9 @@ def test_log_lines_strangers_can_cause_are_rate_limited_and_counted() -> None:
     # Another message of a flooded logger still gets its own few lines.
     assert limiter.filter(record("asyncio", "Task exception was never retrieved"))
     # The server's own lines (task ids in warnings) are never dropped, except the connection guard's.
-    own = [limiter.filter(record("luma_mcp.service", "Task %s was accepted", "t-1")) for _ in range(100)]
+    own = [limiter.filter(record("luma_mcp.core.service", "Task %s was accepted", "t-1")) for _ in range(100)]
     assert all(own)
-    guard = [limiter.filter(record("luma_mcp.http_limits", "connections are full")) for _ in range(100)]
+    guard = [limiter.filter(record("luma_mcp.hosting.limits", "connections are full")) for _ in range(100)]
     assert guard.count(True) == limiter.per_message
 
 

@@ -13,10 +13,10 @@ from mcp import Client
 from mcp.shared.exceptions import MCPError
 from mcp.types import INVALID_PARAMS, TextContent
 
+from luma_mcp.checks.urls import UnsafeUrl, check_caller_url, is_public_address, literal_address
 from luma_mcp.cli import main
 from luma_mcp.config import Settings
-from luma_mcp.simulator import Simulator
-from luma_mcp.urls import UnsafeUrl, check_caller_url, is_public_address, literal_address
+from luma_mcp.simulator.app import Simulator
 
 from ..helpers.common import CANARY_TOKEN, text_of
 

@@ -7,7 +7,7 @@ from typing import get_args
 import pytest
 from pydantic import ValidationError
 
-from luma_mcp.models import (
+from luma_mcp.api.models import (
     Accepted,
     ExtendRequest,
     GenerateRequest,

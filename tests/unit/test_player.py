@@ -17,20 +17,20 @@ from mcp import Client
 from mcp.client.extension import advertise
 from mcp.types import TextResourceContents
 
-from luma_mcp.client import MAX_BATCH
+from luma_mcp.api.client import MAX_BATCH
 from luma_mcp.config import Settings
-from luma_mcp.player import STATUS_TOOL, VIEW_URI, TaskStatusView, view_document
-from luma_mcp.results import TaskResult
+from luma_mcp.core.results import TaskResult
+from luma_mcp.core.waiting import PollSchedule
 from luma_mcp.server import create_server
-from luma_mcp.simulator import SimulatorServer
-from luma_mcp.waiting import PollSchedule
+from luma_mcp.server.player import STATUS_TOOL, VIEW_URI, TaskStatusView, view_document
+from luma_mcp.simulator.app import SimulatorServer
 
 from ..helpers.common import FAST_SCHEDULE, make_settings, text_of
 
 pytestmark = pytest.mark.anyio
 
 ROOT = Path(__file__).resolve().parents[2]
-EXT_APPS = ROOT / "src" / "luma_mcp" / "ui" / "ext-apps"
+EXT_APPS = ROOT / "src" / "luma_mcp" / "server" / "ui" / "ext-apps"
 APPS = advertise("io.modelcontextprotocol/ui", {"mimeTypes": ["text/html;profile=mcp-app"]})
 VIDEO_TOOLS = ("generate_video", "extend_video", "get_task")
 

@@ -7,9 +7,9 @@ import sys
 
 import pytest
 
-from luma_mcp.errors import LedgerError
-from luma_mcp.ledger import open_ledger
-from luma_mcp.redact import redact_conninfo
+from luma_mcp.api.errors import LedgerError
+from luma_mcp.checks.redact import redact_conninfo
+from luma_mcp.core.ledger import open_ledger
 
 from ..helpers.common import make_settings
 from ..helpers.redact import SECRET, assert_hidden

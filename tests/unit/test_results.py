@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 from mcp import Client
 
-from luma_mcp.ledger.records import load_result
-from luma_mcp.models import TaskRecord, TaskStatus, VideoResult
-from luma_mcp.results import (
+from luma_mcp.api.models import TaskRecord, TaskStatus, VideoResult
+from luma_mcp.core.ledger.records import load_result
+from luma_mcp.core.results import (
     UNUSABLE_VIDEO_URL,
     TaskList,
     TaskResult,
@@ -22,7 +22,7 @@ from luma_mcp.results import (
     task_text,
     with_next_call,
 )
-from luma_mcp.simulator import Simulator
+from luma_mcp.simulator.app import Simulator
 
 from ..helpers.common import example, text_of
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from luma_mcp.schema import compact_schema
+from luma_mcp.server.schema import compact_schema
 
 
 def test_compact_schema_folds_optionals_drops_titles_and_inlines_defs() -> None:

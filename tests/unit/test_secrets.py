@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 from mcp import Client
 
-from luma_mcp.results import TaskResult
-from luma_mcp.simulator import Simulator
+from luma_mcp.core.results import TaskResult
+from luma_mcp.simulator.app import Simulator
 
 from ..helpers.common import CANARY_TOKEN
 

@@ -14,10 +14,10 @@ import pytest
 from mcp import Client
 from mcp.types import ResourceLink
 
-from luma_mcp.results import TaskList, TaskResult
+from luma_mcp.core.results import TaskList, TaskResult
+from luma_mcp.core.waiting import PollSchedule
 from luma_mcp.server import create_server
-from luma_mcp.simulator import FAIL_MARKER, REFUSE_MARKER, Simulator, SimulatorServer
-from luma_mcp.waiting import PollSchedule
+from luma_mcp.simulator.app import FAIL_MARKER, REFUSE_MARKER, Simulator, SimulatorServer
 
 from ..helpers.common import CANARY_TOKEN, FAST_SCHEDULE, make_settings, text_of
 

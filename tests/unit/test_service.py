@@ -11,14 +11,14 @@ from typing import Any
 import anyio
 import pytest
 
-from luma_mcp.callbacks import CallbackIssuer
-from luma_mcp.client import LumaClient
-from luma_mcp.errors import ServiceError
-from luma_mcp.ledger import SQLiteLedger
-from luma_mcp.models import GenerateRequest, TaskStatus
-from luma_mcp.results import TaskResult
-from luma_mcp.service import VideoService
-from luma_mcp.simulator import Simulator, SimulatorServer
+from luma_mcp.api.client import LumaClient
+from luma_mcp.api.errors import ServiceError
+from luma_mcp.api.models import GenerateRequest, TaskStatus
+from luma_mcp.core.callback_urls import CallbackIssuer
+from luma_mcp.core.ledger import SQLiteLedger
+from luma_mcp.core.results import TaskResult
+from luma_mcp.core.service import VideoService
+from luma_mcp.simulator.app import Simulator, SimulatorServer
 
 from ..helpers.common import FAST_SCHEDULE, make_settings
 from ..helpers.service import no_report, service_for

@@ -13,8 +13,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from luma_mcp.models import TaskStatus, VideoResult, derive_status
-from luma_mcp.simulator import FAIL_MARKER, ServerThread, Simulator, SimulatorServer
+from luma_mcp.api.models import TaskStatus, VideoResult, derive_status
+from luma_mcp.simulator.app import FAIL_MARKER, ServerThread, Simulator, SimulatorServer
 
 AUTH = {"Authorization": "Bearer tok"}
 

@@ -7,7 +7,7 @@ import io
 
 import mcp_types as types
 
-from luma_mcp.stdio_wire import Oversized, Refused, bounded_lines, parse
+from luma_mcp.stdio.wire import Oversized, Refused, bounded_lines, parse
 
 
 def test_lines_up_to_the_bound_pass_and_longer_ones_are_dropped_to_their_newline() -> None:

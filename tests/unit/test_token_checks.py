@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from luma_mcp.token_checks import client_key, network_key
+from luma_mcp.core.token_checks import client_key, network_key
 
 
 def test_an_ipv6_host_spends_one_budget_for_its_whole_64() -> None:

@@ -11,11 +11,11 @@ import anyio
 import pytest
 from pydantic import ValidationError
 
+from luma_mcp.api.models import TaskStatus
 from luma_mcp.config import Settings
-from luma_mcp.ledger import SQLiteLedger, TenantLedger
-from luma_mcp.models import TaskStatus
-from luma_mcp.results import TaskResult
-from luma_mcp.waiting import Fetch, PollSchedule, RecentReads, wait_for_tasks
+from luma_mcp.core.ledger import SQLiteLedger, TenantLedger
+from luma_mcp.core.results import TaskResult
+from luma_mcp.core.waiting import Fetch, PollSchedule, RecentReads, wait_for_tasks
 
 
 def test_poll_schedule_backs_off_to_its_maximum_and_respects_the_floor() -> None:

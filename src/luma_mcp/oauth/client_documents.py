@@ -46,9 +46,9 @@ from mcp.shared.auth import OAuthClientInformationFull
 from pydantic import ValidationError
 
 from luma_mcp import __version__
-from luma_mcp.guarded_http import _GuardedBackend, guarded_transport
+from luma_mcp.checks.urls import normalize_host
+from luma_mcp.core.guarded_http import _GuardedBackend, guarded_transport
 from luma_mcp.oauth.fetch_slots import MAX_CONCURRENT_FETCHES, FetchSlots, NoFetchSlot
-from luma_mcp.urls import normalize_host
 
 log = logging.getLogger(__name__)
 

@@ -25,7 +25,7 @@ from mcp.server.auth.provider import RegistrationErrorCode
 from mcp.shared.auth import OAuthClientInformationFull
 from pydantic import AnyUrl
 
-from luma_mcp.plain_text import is_hidden_control
+from luma_mcp.checks.plain_text import is_hidden_control
 
 MAX_REGISTRATION_BYTES = 16_384
 MAX_CLIENT_RECORD_BYTES = 4_096

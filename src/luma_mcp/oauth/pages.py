@@ -12,7 +12,7 @@ from urllib.parse import parse_qs, urlsplit
 from starlette.responses import HTMLResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from luma_mcp.plain_text import without_hidden_controls
+from luma_mcp.checks.plain_text import without_hidden_controls
 
 SHOWN_DETAILS_CHARS = 300
 

@@ -36,8 +36,8 @@ from mcp.shared.auth import InvalidScopeError, OAuthClientInformationFull, OAuth
 from mcp.shared.auth_utils import resource_url_from_server_url
 from pydantic import AnyUrl
 
-from luma_mcp.bearer import MAX_BEARER_LENGTH
-from luma_mcp.caller import Identity
+from luma_mcp.checks.bearer import MAX_BEARER_LENGTH
+from luma_mcp.core.caller import Identity
 from luma_mcp.oauth.client_rules import LOOPBACK_REDIRECT_HOSTS, client_problem
 from luma_mcp.oauth.grants import Credential, Grant, GrantStore, Issued
 from luma_mcp.oauth.sealing import Sealer

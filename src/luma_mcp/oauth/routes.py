@@ -28,7 +28,8 @@ from starlette.routing import BaseRoute, Route, request_response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from luma_mcp.config import Settings
-from luma_mcp.ledger import Ledger
+from luma_mcp.core.ledger import Ledger
+from luma_mcp.core.token_checks import KeyedBuckets, TokenChecker, client_key, token_digest
 from luma_mcp.oauth import fetch_slots
 from luma_mcp.oauth.client_rules import MAX_REGISTRATION_BYTES
 from luma_mcp.oauth.grants import GrantStore, is_access_token
@@ -36,7 +37,6 @@ from luma_mcp.oauth.pages import AuthorizeErrorsAsPages, notice
 from luma_mcp.oauth.provider import SCOPE, SIGNIN_PATH, LumaAuthServer
 from luma_mcp.oauth.sealing import Sealer
 from luma_mcp.oauth.signin import SignIn
-from luma_mcp.token_checks import KeyedBuckets, TokenChecker, client_key, token_digest
 
 if TYPE_CHECKING:
     from luma_mcp.oauth.client_documents import ClientDocuments

@@ -37,12 +37,12 @@ from mcp.server.auth.provider import TokenVerifier, construct_redirect_uri
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
-from luma_mcp.bearer import acceptable_bearer
-from luma_mcp.caller import OPERATOR, tenant_of
-from luma_mcp.errors import LedgerUnavailable
+from luma_mcp.api.errors import LedgerUnavailable
+from luma_mcp.checks.bearer import acceptable_bearer
+from luma_mcp.core.caller import OPERATOR, tenant_of
+from luma_mcp.core.token_checks import KeyedBuckets, TokenChecker, Unsure, client_key, network_key
 from luma_mcp.oauth.pages import html_response, notice, shown
 from luma_mcp.oauth.provider import LumaAuthServer, redirect_origin
-from luma_mcp.token_checks import KeyedBuckets, TokenChecker, Unsure, client_key, network_key
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,3 @@
+from luma_mcp.simulator.app import main
+
+main()
