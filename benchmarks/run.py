@@ -18,9 +18,21 @@ while one asks for more long waits than there are connections (fair_share.py); t
 minutes of churn (churn.py: sessions, abandoned waits, sign-ins, callbacks) and the memory
 and descriptors it leaves (`--churn-minutes 0` skips it).
 
-Results go to benchmarks/results/latest.json and benchmarks/RESULTS.md, and the tables to
-stdout. The exit status is non-zero only if something crashed: a missed target is a
+Results go to benchmarks/results/latest.json and benchmarks/RESULTS.md (report.py), and the
+tables to stdout. The exit status is non-zero only if something crashed: a missed target is a
 finding to report, not a failure of the benchmark.
+
+This file only parses the arguments and runs the parts in order; each part is a module named for
+what it measures, with its figures and its section of RESULTS.md:
+  stdio_overhead.py       cold start and get_task latency, against bare_server.py
+  tool_sizes.py           tools/list and result sizes
+  ninety_second_video.py  the real-time 90-s video (model_loop.py: the model's calls, shared)
+  context_economy.py      30-, 90- and 180-s videos on a scaled clock
+  callbacks_vs_polling.py the 90-s video over HTTP, both ways
+  http_load.py            over HTTP: http_throughput.py, then wait_memory.py, on one server
+  oauth_flow.py, fair_share.py, churn.py
+and what they share: harness.py (figures, targets, formatting, the simulator, tool results) and
+servers.py (starting the servers, over stdio and HTTP; CPU and memory from /proc).
 """
 
 from __future__ import annotations
