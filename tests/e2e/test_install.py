@@ -108,9 +108,13 @@ def test_the_sdist_ships_the_source_and_no_junk(dist: Path) -> None:
     sdist = only(dist, f"luma_dream_machine_mcp-{__version__}.tar.gz")
     with tarfile.open(sdist) as archive:
         names = [name.split("/", 1)[1] for name in archive.getnames() if "/" in name]
-    assert {"pyproject.toml", "README.md", "LICENSE", "src/luma_mcp/cli.py", "src/luma_mcp/server/ui/player.html"} <= set(
-        names
-    )
+    assert {
+        "pyproject.toml",
+        "README.md",
+        "LICENSE",
+        "src/luma_mcp/cli.py",
+        "src/luma_mcp/server/ui/player.html",
+    } <= set(names)
     junk = (".cache/", ".venv/", "test-output/", ".hypothesis/", "dist/", ".mypy_cache/", ".pytest_cache/")
     assert not [n for n in names if n.startswith(junk) or "node_modules" in n or "__pycache__" in n]
 
