@@ -100,7 +100,8 @@ def main(argv: list[str] | None = None) -> None:
         )
     try:
         if args.transport == "http":
-            from luma_mcp.hosting.app import ConfigurationError, serve_http
+            from luma_mcp.hosting.errors import ConfigurationError
+            from luma_mcp.hosting.serve import serve_http
 
             try:
                 serve_http(settings, args.host, args.port)

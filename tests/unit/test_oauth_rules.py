@@ -12,7 +12,8 @@ from mcp.shared.auth import InvalidRedirectUriError, OAuthClientInformationFull
 from pydantic import AnyUrl, ValidationError
 
 from luma_mcp.config import Settings
-from luma_mcp.hosting.app import ConfigurationError, create_http_app
+from luma_mcp.hosting.app import create_http_app
+from luma_mcp.hosting.errors import ConfigurationError
 from luma_mcp.oauth.client_rules import (
     MAX_CLIENT_RECORD_BYTES,
     MAX_ITEMS,

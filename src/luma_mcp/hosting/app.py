@@ -1,15 +1,9 @@
-"""Serving many users: streamable HTTP at /mcp, with authentication, health and CORS.
+"""The HTTP app: streamable HTTP at /mcp behind authentication, with health, CORS and the
+sign-in's and callbacks' routes (run by `serve`).
 
-Two ways to authenticate (see README, "Serving over HTTP"):
-- access keys (`LUMA_MCP_API_KEYS` / `LUMA_MCP_API_KEYS_FILE`): the server spends its own
-  `ACEDATACLOUD_API_TOKEN`; clients must present one of the keys as a bearer token.
-- passthrough (`LUMA_MCP_AUTH=passthrough`): each caller's bearer is their own Ace Data
-  Cloud token, used for their upstream calls only; their tasks are theirs alone.
-
-With `LUMA_MCP_OAUTH` on top of either, web connectors sign in instead (`oauth`): they get
-OAuth tokens that stand for a key or for the person's own token. Without a mode, the server
-listens on loopback only: binding any other address refuses to start. DNS-rebinding
-protection (Host and Origin checks) is always on.
+Who may call is `authentication` (access keys, passthrough, and `LUMA_MCP_OAUTH` on top of
+either). Without a mode, the server listens on loopback only: binding any other address
+refuses to start. DNS-rebinding protection (Host and Origin checks) is always on.
 
 With `LUMA_MCP_PUBLIC_URL` set, the provider calls back at `/callbacks/luma/{secret}`
 (`callbacks`, unless `LUMA_MCP_CALLBACKS=false`); on PostgreSQL the lifespan also listens for
@@ -19,8 +13,6 @@ tasks other replicas record finished (`ledger.listen`), so waits here wake at on
 from __future__ import annotations
 
 import contextlib
-import hmac
-import ipaddress
 import logging
 import threading
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -28,12 +20,11 @@ from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-import uvicorn
-from mcp.server.auth.provider import AccessToken, TokenVerifier
+from mcp.server.auth.provider import TokenVerifier
 from mcp.server.auth.routes import build_resource_metadata_url
 from mcp.server.auth.settings import AuthSettings
 from mcp.server.transport_security import TransportSecuritySettings
-from pydantic import AnyHttpUrl, ConfigDict, SecretStr, TypeAdapter, ValidationError
+from pydantic import AnyHttpUrl
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
@@ -42,20 +33,17 @@ from starlette.responses import JSONResponse
 
 from luma_mcp import __version__
 from luma_mcp.api.client import LumaClient
-from luma_mcp.api.errors import CONSOLE_URL, LumaBalanceError, LumaError
 from luma_mcp.api.retries import RetryPolicy
-from luma_mcp.checks.bearer import acceptable_bearer
 from luma_mcp.config import Settings, split_list
-from luma_mcp.core.caller import Identity
 from luma_mcp.core.ledger import Ledger, open_ledger
-from luma_mcp.core.token_checks import Probe, ProviderUnavailable, TokenChecker, Verdict, token_digest
-from luma_mcp.core.waiting import SHUTDOWN_GRACE_SECONDS
+from luma_mcp.core.token_checks import TokenChecker
+from luma_mcp.hosting.addresses import canonical_url, check_issuer, is_loopback
 from luma_mcp.hosting.admission import AdmissionMiddleware
+from luma_mcp.hosting.authentication import AccessKeyVerifier, PassthroughVerifier, token_probe
+from luma_mcp.hosting.errors import ConfigurationError
 from luma_mcp.hosting.inflight import InFlight, InFlightMiddleware, in_flight_limits
-from luma_mcp.hosting.limits import HEALTH_CONNECTIONS, ConnectionGuard, budget_connections
-from luma_mcp.hosting.log_limits import rate_limit_logs
 from luma_mcp.hosting.session_caps import SessionCaps
-from luma_mcp.hosting.shutdown import CountPosts, DrainingServer, PostsInFlight
+from luma_mcp.hosting.shutdown import CountPosts, PostsInFlight
 from luma_mcp.server import create_server
 
 if TYPE_CHECKING:
@@ -71,75 +59,6 @@ LOOPBACK_ORIGINS = ["http://127.0.0.1:*", "http://localhost:*", "http://[::1]:*"
 EXPOSED_HEADERS = ["Mcp-Session-Id", "Mcp-Protocol-Version", "WWW-Authenticate"]
 MCP_PATH = "/mcp"
 TOKEN_CHECK_TIMEOUT = 10.0
-
-
-class ConfigurationError(Exception):
-    """The server must not start as configured; the message says why and what to set."""
-
-
-class AccessKeyVerifier(TokenVerifier):
-    """Accepts one of the configured access keys, compared in constant time."""
-
-    def __init__(self, keys: list[str], resource: str) -> None:
-        if not keys:
-            raise ConfigurationError("No access keys configured: set LUMA_MCP_API_KEYS or LUMA_MCP_API_KEYS_FILE.")
-        self._digests = [token_digest(key) for key in keys]
-        self._resource = resource
-
-    async def verify_token(self, token: str) -> AccessToken | None:
-        if not acceptable_bearer(token):
-            return None
-        digest = token_digest(token)
-        matched = False
-        for known in self._digests:  # every key compared, match or not: no timing signal
-            matched |= hmac.compare_digest(digest, known)
-        # The subject binds each session to the key that opened it.
-        if not matched:
-            return None
-        return Identity(token=token, client_id="access-key", scopes=[], subject=digest.hex(), resource=self._resource)
-
-
-class PassthroughVerifier(TokenVerifier):
-    """A bearer is the caller's own API token, accepted once the API has accepted it.
-
-    The check itself (one unbilled read, cached, rate-bounded) is made by the admission
-    middleware in front, which can answer 429/503 with Retry-After; this only reads its verdict.
-    """
-
-    def __init__(self, checker: TokenChecker, resource: str) -> None:
-        self._checker, self._resource = checker, resource
-
-    async def verify_token(self, token: str) -> AccessToken | None:
-        if not acceptable_bearer(token) or not self._checker.accepted(token):
-            return None
-        return Identity.spending(token, bearer=token, client_id="acedata-token", scopes=[], resource=self._resource)
-
-
-def token_probe(luma: LumaClient) -> Probe:
-    """Asks the API whether it accepts a token, with one unbilled read over `luma`'s connections."""
-
-    async def probe(token: str) -> Verdict:
-        try:
-            refusal = await luma.with_token(SecretStr(token)).check_token()
-        except LumaError as exc:
-            raise ProviderUnavailable(exc.summary) from None
-        if refusal is None:
-            return Verdict()
-        if isinstance(refusal, LumaBalanceError):
-            return Verdict(f"Ace Data Cloud refused this token: its balance is used up. Top it up at {CONSOLE_URL}.")
-        code = f" ({refusal.code})" if refusal.code else ""
-        return Verdict(f"Ace Data Cloud does not accept this token{code}: send your own API token from {CONSOLE_URL}.")
-
-    return probe
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 def create_http_app(
@@ -164,7 +83,7 @@ def create_http_app(
         )
     if mode == "keys" and settings.api_token is None:
         log.warning("Access keys are set but ACEDATACLOUD_API_TOKEN is not: every tool call will ask for it.")
-    public_url = _canonical(settings.public_url or f"http://{host}:{port}")
+    public_url = canonical_url(settings.public_url or f"http://{host}:{port}")
     verifier: TokenVerifier | None = None
     auth: AuthSettings | None = None
     checker: TokenChecker | None = None
@@ -199,7 +118,7 @@ def create_http_app(
             from luma_mcp.oauth.grants import is_access_token
             from luma_mcp.oauth.routes import oauth_edge
 
-            _check_issuer(public_url)
+            check_issuer(public_url)
             shared = ledger = open_ledger(settings)  # one store (and pool) for tasks and sign-ins
             oauth = oauth_edge(
                 settings,
@@ -317,74 +236,3 @@ def _also(
                 yield state
 
     return both
-
-
-def _canonical(url: str) -> str:
-    """The public URL as every piece compares it (issuer, resource): host lower-cased, default
-    port dropped, no trailing slash, as pydantic reads it."""
-    try:
-        parsed = TypeAdapter(AnyHttpUrl, config=ConfigDict(url_preserve_empty_path=True)).validate_python(url)
-    except ValidationError:
-        raise ConfigurationError(
-            f"LUMA_MCP_PUBLIC_URL ({url}) is not an http(s) URL: give the address people reach this server at, "
-            "like https://mcp.example.com."
-        ) from None
-    return str(parsed).rstrip("/")
-
-
-def _check_issuer(public_url: str) -> None:
-    """The sign-in's issuer: https (plain http on loopback only, for trying it out), no path."""
-    parts = urlsplit(public_url)
-    if parts.scheme != "https" and not (parts.scheme == "http" and is_loopback(parts.hostname or "")):
-        raise ConfigurationError(
-            f"LUMA_MCP_OAUTH needs LUMA_MCP_PUBLIC_URL to be the https:// address people reach this server at "
-            f"(it is {public_url}); plain http only works on this machine's loopback."
-        )
-    if parts.path not in ("", "/") or parts.query or parts.fragment:
-        raise ConfigurationError(
-            f"LUMA_MCP_OAUTH needs LUMA_MCP_PUBLIC_URL to be an origin with no path (it is {public_url}): serve "
-            "luma-mcp at the root of its own host name."
-        )
-
-
-def serve_http(settings: Settings, host: str, port: int) -> None:
-    stopping = threading.Event()
-    rate_limit_logs(logging.getLogger().handlers)
-    budget = budget_connections(settings.http_max_connections)
-    app = create_http_app(settings, host, port, stopping, max_connections=budget.max_connections)
-    guard = ConnectionGuard(budget.max_connections, settings.http_read_timeout)
-    log.info("serving MCP at http://%s:%d/mcp (auth: %s)", host, port, settings.auth_mode or "none, loopback only")
-    log.info(
-        "at most %d open connections; requests read within %d s; idle connections closed after %d s",
-        budget.max_connections,
-        settings.http_read_timeout,
-        settings.http_keep_alive,
-    )
-    limits = app.state.in_flight.limits
-    log.info(
-        "at most %d requests in flight at /mcp, %d per tenant, %d per session",
-        limits.total,
-        limits.per_tenant,
-        limits.per_session,
-    )
-    config = uvicorn.Config(
-        app,
-        host=host,
-        port=port,
-        log_config=None,
-        access_log=False,
-        http=guard.protocol_class(),
-        # MCP has no WebSocket transport, and an upgraded connection would leave the guard's
-        # count: upgrade requests are answered as plain HTTP.
-        ws="none",
-        # uvicorn answers 503 when connections or requests in progress reach this. The guard
-        # keeps connections at max_connections, but the ones it has just closed stay in
-        # uvicorn's count for one more event-loop turn (up to a backlog of them): room for
-        # those, so that uvicorn's limit only ever bounds requests in progress.
-        limit_concurrency=budget.max_connections + HEALTH_CONNECTIONS + budget.backlog + 1,
-        backlog=budget.backlog,
-        timeout_keep_alive=settings.http_keep_alive,
-        # On SIGTERM: see http_shutdown.
-        timeout_graceful_shutdown=SHUTDOWN_GRACE_SECONDS,
-    )
-    DrainingServer(config, stopping, app.state.posts).run()
