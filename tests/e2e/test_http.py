@@ -20,7 +20,19 @@ from luma_mcp.simulator.app import SimulatorServer
 
 from ..helpers.common import text_of
 from ..helpers.downloads import files_in
-from ..helpers.http import INITIALIZE, KEY, MCP_HEADERS, TOKEN_A, TOKEN_B, HttpServer, client, handshake, http_env
+from ..helpers.http import (
+    INITIALIZE,
+    KEY,
+    MCP_HEADERS,
+    TOKEN_A,
+    TOKEN_B,
+    HttpServer,
+    client,
+    free_port,
+    handshake,
+    http_env,
+)
+from ..helpers.oauth import OAUTH_KEY, oauth_env
 
 
 @pytest.fixture
@@ -262,6 +274,42 @@ def test_cors_for_browser_clients(sim_server: SimulatorServer) -> None:
         assert post(server.url, Origin="https://other.example", Authorization=f"Bearer {KEY}").status_code == 403
     finally:
         server.stop()
+
+
+BY_KEY = {"LUMA_MCP_API_KEYS": KEY}
+BY_TOKEN = {"LUMA_MCP_AUTH": "passthrough"}
+
+
+@pytest.mark.parametrize(
+    ("auth", "oauth", "says"),
+    [
+        ({}, False, "(auth: none, loopback only)"),
+        (BY_KEY, False, "(auth: access keys)"),
+        (BY_TOKEN, False, "(auth: each caller's own Ace Data Cloud token (passthrough))"),
+        (BY_KEY, True, "(auth: OAuth sign-in (issuer {issuer}) with access keys)"),
+        (
+            BY_TOKEN,
+            True,
+            "(auth: OAuth sign-in (issuer {issuer}) with each caller's own Ace Data Cloud token (passthrough))",
+        ),
+    ],
+    ids=["none", "keys", "passthrough", "oauth-keys", "oauth-passthrough"],
+)
+def test_the_start_up_log_names_the_authentication_in_force(
+    sim_server: SimulatorServer, auth: dict[str, str], oauth: bool, says: str
+) -> None:
+    """An operator reads from the first line whether people sign in, and how; no secret is in it."""
+    port = free_port()
+    issuer = f"http://127.0.0.1:{port}"
+    sign_in = oauth_env(issuer) if oauth else {}
+    server = HttpServer(http_env(sim_server, ACEDATACLOUD_API_TOKEN=TOKEN_A, **auth, **sign_in), port=port)
+    try:
+        server.wait_ready()
+    finally:
+        _, stderr = server.stop()
+    line = next(line for line in stderr.splitlines() if "serving MCP at" in line)
+    assert line.endswith(f"serving MCP at {issuer}/mcp {says.format(issuer=issuer)}"), line
+    assert KEY not in stderr and TOKEN_A not in stderr and OAUTH_KEY not in stderr
 
 
 @pytest.mark.anyio

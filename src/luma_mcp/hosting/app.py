@@ -39,7 +39,7 @@ from luma_mcp.core.ledger import Ledger, open_ledger
 from luma_mcp.core.token_checks import TokenChecker
 from luma_mcp.hosting.addresses import canonical_url, check_issuer, is_loopback
 from luma_mcp.hosting.admission import AdmissionMiddleware
-from luma_mcp.hosting.authentication import AccessKeyVerifier, PassthroughVerifier, token_probe
+from luma_mcp.hosting.authentication import AccessKeyVerifier, PassthroughVerifier, in_force, token_probe
 from luma_mcp.hosting.errors import ConfigurationError
 from luma_mcp.hosting.inflight import InFlight, InFlightMiddleware, in_flight_limits
 from luma_mcp.hosting.session_caps import SessionCaps
@@ -188,6 +188,8 @@ def create_http_app(
         settings.max_requests_per_tenant,
         settings.max_requests_per_session,
     )
+    # Read by the start-up log: what was built here, not a second reading of the settings.
+    app.state.auth = in_force(mode, public_url if oauth is not None else None)
     app.state.in_flight = InFlight(limits, longest=settings.max_wait_seconds + settings.request_timeout)
     # Innermost, after the SDK's authentication: it counts by the verified principal.
     app.user_middleware.append(Middleware(InFlightMiddleware, path=MCP_PATH, in_flight=app.state.in_flight))

@@ -12,6 +12,7 @@ OAuth tokens that stand for a key or for the person's own token.
 from __future__ import annotations
 
 import hmac
+from typing import Literal
 
 from mcp.server.auth.provider import AccessToken, TokenVerifier
 from pydantic import SecretStr
@@ -78,3 +79,12 @@ def token_probe(luma: LumaClient) -> Probe:
         return Verdict(f"Ace Data Cloud does not accept this token{code}: send your own API token from {CONSOLE_URL}.")
 
     return probe
+
+
+def in_force(mode: Literal["keys", "passthrough"] | None, issuer: str | None) -> str:
+    """Who may call, as the start-up log names it: the mode and, when people sign in (`issuer`
+    is the sign-in's issuer, None without one), where. Never a key or a token."""
+    if mode is None:
+        return "none, loopback only"
+    bearers = "access keys" if mode == "keys" else "each caller's own Ace Data Cloud token (passthrough)"
+    return bearers if issuer is None else f"OAuth sign-in (issuer {issuer}) with {bearers}"

@@ -23,7 +23,7 @@ def serve_http(settings: Settings, host: str, port: int) -> None:
     budget = budget_connections(settings.http_max_connections)
     app = create_http_app(settings, host, port, stopping, max_connections=budget.max_connections)
     guard = ConnectionGuard(budget.max_connections, settings.http_read_timeout)
-    log.info("serving MCP at http://%s:%d/mcp (auth: %s)", host, port, settings.auth_mode or "none, loopback only")
+    log.info("serving MCP at http://%s:%d/mcp (auth: %s)", host, port, app.state.auth)
     log.info(
         "at most %d open connections; requests read within %d s; idle connections closed after %d s",
         budget.max_connections,
