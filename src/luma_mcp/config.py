@@ -1,6 +1,6 @@
 """Configuration, read once from the environment (and an optional `.env` file).
 
-Every field here is read somewhere; the README's configuration table lists them all.
+Every field here is read somewhere; docs/configuration.md's table lists them all (tests/unit/test_readme.py).
 """
 
 from __future__ import annotations

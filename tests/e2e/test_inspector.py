@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -22,7 +23,8 @@ from luma_mcp.simulator.app import SimulatorServer
 from ..helpers.common import CANARY_TOKEN
 
 INSPECTOR_VERSION = "2.12.0"
-CACHE = Path(__file__).resolve().parents[2] / ".cache" / "inspector"
+ROOT = Path(__file__).resolve().parents[2]
+CACHE = ROOT / ".cache" / "inspector"
 
 
 @pytest.fixture(scope="module")
@@ -117,3 +119,26 @@ def test_over_http_with_a_bearer_header(inspector: Path, sim_server: SimulatorSe
         assert wrong.returncode == 3  # the Inspector's "authentication required"
     finally:
         server.stop()
+
+
+def test_the_readmes_one_liner_shows_a_video(inspector: Path) -> None:
+    # The command as the README prints it, so the test breaks when the README drifts.
+    readme = (ROOT / "README.md").read_text()
+    (line,) = [line for line in readme.splitlines() if line.startswith("npx @modelcontextprotocol/inspector")]
+    assert line in (ROOT / "docs" / "simulator.md").read_text()  # the simulator page shows the same one
+    words = shlex.split(line)
+    assert words[:2] == ["npx", f"@modelcontextprotocol/inspector@{INSPECTOR_VERSION}"]
+    assert "--simulate" in words  # no token, no network: the README promises both
+    # `npx` runs that package; `inspector` is the same version, installed once for the suite. The
+    # command after --cli is found on PATH, as after `. .venv/bin/activate`.
+    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+    done = subprocess.run(
+        [str(inspector), *words[2:]], env={**os.environ, "PATH": path},
+        capture_output=True, text=True, timeout=180, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    body = json.loads(done.stdout)
+    task = body["structuredContent"]
+    assert task["status"] == "succeeded", body
+    assert task["video_url"].startswith("http://127.0.0.1:") and task["video_url"].endswith(".mp4")
+    assert task["video_url"] in body["content"][0]["text"]

@@ -1,6 +1,6 @@
 """A simulator of Ace Data Cloud's Luma API, for tests, the demo and `luma-mcp --simulate`.
 
-It behaves as the API is documented (see README, "The simulator"): bearer-token checks
+It behaves as the API is documented (see docs/simulator.md): bearer-token checks
 with the real error bodies, validation errors, async submits that return a task id, tasks
 that go from queued to processing to completed (or failed) after configurable times,
 `{}` for unknown ids, batch retrieval, blocking submits, callbacks POSTed on completion,
