@@ -1,4 +1,4 @@
-"""Who may call /mcp: the bearer checks for each way to authenticate (see README, "Serving over HTTP").
+"""Who may call /mcp: the bearer checks for each way to authenticate (see docs/hosting.md).
 
 - access keys (`LUMA_MCP_API_KEYS` / `LUMA_MCP_API_KEYS_FILE`): the server spends its own
   `ACEDATACLOUD_API_TOKEN`; clients must present one of the keys as a bearer token.
