@@ -13,7 +13,7 @@ schema table) stays in that backend's module.
 
 No rule lives in these strings: statuses, states and the stale-`sending` cut-off are
 parameters whose values the rules (`submits`, `tasks`, `row_status`) pass. And every
-statement on `tasks` compares `tenant = {tenant}`, writes by row id included; `tenant.Scoped`
+statement on `tasks` compares `tenant = {tenant}`, writes by row id included; `scoped.Scoped`
 supplies that parameter (tests/integration/test_ledger_tenants.py checks each statement has
 the clause). The one exception, kept apart in `CallbackStatements`: finding a row by its
 callback secret's hash.
