@@ -22,7 +22,8 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from luma_mcp.oauth import fetch_slots
-from luma_mcp.oauth.client_documents import MAX_DOCUMENT_BYTES, ClientDocuments
+from luma_mcp.oauth.client_document_fetch import MAX_DOCUMENT_BYTES
+from luma_mcp.oauth.client_documents import ClientDocuments
 from luma_mcp.oauth.fetch_slots import MAX_CONCURRENT_FETCHES, FetchSlots
 
 from ..helpers.http import Listener

@@ -11,14 +11,14 @@ import pytest
 from mcp.client.auth.utils import is_valid_client_metadata_url
 from pydantic import AnyUrl
 
-from luma_mcp.oauth.client_documents import (
+from luma_mcp.oauth.client_document_rules import (
     MAX_URL_LENGTH,
-    ClientDocuments,
     UnusableDocument,
     check_document_url,
     client_from_document,
     document_lifetime,
 )
+from luma_mcp.oauth.client_documents import ClientDocuments
 from luma_mcp.oauth.fetch_slots import FetchSlots, NoFetchSlot, requester
 
 URL = "https://app.example.com/oauth/client.json"

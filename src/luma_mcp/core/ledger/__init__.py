@@ -1,7 +1,9 @@
 """The task ledger: every submit written down before it is sent, so no paid video is lost.
 
-- `rules`: the rules (reservations, duplicates, spending limits, the stale-`sending` rule,
-  write order);
+- `rules`: `Ledger`, the rules together, which the backends extend; they live in `submits`
+  (reservations, duplicates, spending limits, write order), `tasks` (statuses recorded as
+  read, unfollowing, rows read back) and `row_status` (how a row reads: the stale-`sending`
+  rule, in one place);
 - `tenant`: `TenantLedger`, one caller's view, where tenant isolation is enforced;
 - `store`: how a rule runs on a backend (one shielded transaction; a failing store as one
   sentence naming the setting);
@@ -23,8 +25,10 @@ from luma_mcp.api.errors import LedgerError
 from luma_mcp.checks.redact import conninfo_problem, redact_conninfo
 from luma_mcp.core.ledger.queries import SCHEMA_VERSION
 from luma_mcp.core.ledger.records import LedgerEntry, StoredResult
-from luma_mcp.core.ledger.rules import Ledger, SpendingLimits, sending_expiry, submit_deadline
+from luma_mcp.core.ledger.row_status import sending_expiry, submit_deadline
+from luma_mcp.core.ledger.rules import Ledger
 from luma_mcp.core.ledger.sqlite import SQLiteLedger
+from luma_mcp.core.ledger.submits import SpendingLimits
 from luma_mcp.core.ledger.tenant import TenantLedger
 
 if TYPE_CHECKING:

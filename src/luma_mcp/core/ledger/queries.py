@@ -12,10 +12,11 @@ migrations); what only one backend has (SQLite's PRAGMAs, PostgreSQL's advisory 
 schema table) stays in that backend's module.
 
 No rule lives in these strings: statuses, states and the stale-`sending` cut-off are
-parameters whose values `rules` passes. And every statement on `tasks` compares
-`tenant = {tenant}`, writes by row id included; `tenant.Scoped` supplies that parameter
-(tests/integration/test_ledger_tenants.py checks each statement has the clause). The one
-exception, kept apart in `CallbackStatements`: finding a row by its callback secret's hash.
+parameters whose values the rules (`submits`, `tasks`, `row_status`) pass. And every
+statement on `tasks` compares `tenant = {tenant}`, writes by row id included; `scoped.Scoped`
+supplies that parameter (tests/integration/test_ledger_tenants.py checks each statement has
+the clause). The one exception, kept apart in `CallbackStatements`: finding a row by its
+callback secret's hash.
 """
 
 from __future__ import annotations
@@ -93,7 +94,7 @@ MIGRATIONS: tuple[str, ...] = (
 SCHEMA_VERSION = len(MIGRATIONS)
 
 # What a listing shows for a row: its task's status, else its submit state, except that a
-# `sending` row older than the cut-off reads as `lost` (the rule is `rules.Ledger._stale_before`).
+# `sending` row older than the cut-off reads as `lost` (the rule is `row_status.RowStatus._stale_before`).
 SHOWN_STATUS = (
     "(CASE WHEN state = {sending} AND created_at < {stale_before} THEN {lost} ELSE COALESCE(status, state) END)"
 )

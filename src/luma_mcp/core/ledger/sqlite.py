@@ -20,7 +20,8 @@ import anyio
 
 from luma_mcp.api.errors import LedgerUnavailable
 from luma_mcp.core.ledger.queries import CALLBACK_TEMPLATES, GRANT_TEMPLATES, TEMPLATES, Dialect
-from luma_mcp.core.ledger.rules import DEFAULT_SENDING_EXPIRY, Ledger
+from luma_mcp.core.ledger.row_status import DEFAULT_SENDING_EXPIRY
+from luma_mcp.core.ledger.rules import Ledger
 from luma_mcp.core.ledger.scoped import Sql
 
 T = TypeVar("T")

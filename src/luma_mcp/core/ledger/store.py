@@ -2,7 +2,7 @@
 
 Every rule's work runs in one transaction in a worker thread (`_transaction`, the
 backend's), shielded from cancellation so a cancelled tool call never leaves a write half
-done, and scoped to one tenant (`tenant.Scoped`). A failure of the store itself (missing,
+done, and scoped to one tenant (`scoped.Scoped`). A failure of the store itself (missing,
 corrupt, read-only, full, unreachable) becomes one `LedgerUnavailable` sentence naming the
 setting to change, logged once. Answers held in memory because the store would not take
 them (`memory`) are written before any other write.

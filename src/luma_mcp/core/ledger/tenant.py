@@ -22,13 +22,14 @@ if TYPE_CHECKING:
     import anyio
 
     from luma_mcp.core.ledger.records import LedgerEntry
-    from luma_mcp.core.ledger.rules import Ledger, Reservation, SpendingLimits
+    from luma_mcp.core.ledger.rules import Ledger
+    from luma_mcp.core.ledger.submits import Reservation, SpendingLimits
     from luma_mcp.core.results import TaskResult
 
 
 class TenantLedger:
     """The ledger as one tenant sees it; the service holds only this. See `rules.Ledger`
-    for what each call guarantees."""
+    (its rules are in `submits` and `tasks`) for what each call guarantees."""
 
     def __init__(self, ledger: Ledger, tenant: str) -> None:
         self._ledger = ledger
