@@ -149,7 +149,15 @@ async def test_no_task_when_the_call_fails_or_the_task_is_done(
     refused = await submit(client, f"Not allowed {REFUSE_MARKER}")
     assert isinstance(refused, CallToolResult) and refused.is_error
     invalid = await submit(client, "A cat", duration=10)
-    assert isinstance(invalid, CallToolResult) and invalid.is_error and "no argument duration" in text_of(invalid)
+    assert isinstance(invalid, CallToolResult) and invalid.is_error
+    assert text_of(invalid).startswith('generate_video has no argument "duration"; its arguments are aspect_ratio')
+    # A wrong argument reads exactly as it does without the extension (one sentence, from the schema).
+    wrong = await submit(client, "A cat", aspect_ratio="2:1")
+    assert isinstance(wrong, CallToolResult) and wrong.is_error
+    assert text_of(wrong) == (
+        'generate_video\'s aspect_ratio must be one of "16:9", "9:16", "1:1", "4:3", "3:4", "21:9" or "9:21", '
+        'not "2:1".'
+    )
     assert extension.created == []
     # Reusing a task that has finished: its result is the answer, not a handle.
     submits = sim.count("/luma/videos")
