@@ -22,8 +22,9 @@ from typing import Any
 import anyio
 import httpx
 
-from http_load import KEY, http_env, http_server
+from harness import Figure, http_figure
 from luma_mcp.simulator.app import Simulator, SimulatorServer
+from servers import KEY, http_env, http_server
 
 SECOND_KEY = "bench-key-tenant-b"
 CONNECTIONS = 64
@@ -136,6 +137,30 @@ async def measure_fair_share(sim_url: str, data_dir: Path, say: Callable[[str], 
                 await _b_round(server.url, report, report.b_busy_s)
             stop.set()
     return report
+
+
+def fair_share_figures(report: FairShareReport) -> list[Figure]:
+    what = (
+        f"tenant B opens a session, calls list_tasks and probes /health on fresh connections, {ROUNDS} rounds, "
+        f"while tenant A asks for {WANTED} long get_task waits of {CONNECTIONS} connections (retrying refusals)"
+    )
+    return [
+        http_figure(
+            "fair_b_median_ms", "Fair share: B's round, median", "ms", what, FairShareReport.ms(report.b_busy_s, 50)
+        ),
+        http_figure("fair_b_p99_ms", "Fair share: B's round, p99", "ms", what, FairShareReport.ms(report.b_busy_s, 99)),
+        http_figure(
+            "fair_b_idle_median_ms",
+            "Fair share: B's round with A idle (baseline)",
+            "ms",
+            f"the same {ROUNDS} rounds before A starts: median",
+            FairShareReport.ms(report.b_idle_s, 50),
+        ),
+        http_figure("fair_b_failures", "Fair share: B's rounds failed", "calls", what, report.b_failures),
+        http_figure(
+            "fair_a_held", "Fair share: A's waits held", "calls", f"of the {WANTED} A asked for", report.a_held
+        ),
+    ]
 
 
 def summary(report: FairShareReport) -> str:

@@ -27,7 +27,8 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.auth import AuthorizationCodeResult, OAuthClientInformationFull, OAuthClientMetadata, OAuthToken
 from pydantic import AnyUrl
 
-from http_load import free_port, http_env, http_server
+from harness import Figure, http_figure
+from servers import free_port, http_env, http_server
 
 OAUTH_KEY = "q6nZf2b3mCQ0o8o0l8n9u0Zk3m0mA1s2d3f4g5h6j7k="  # a throwaway server key for the run
 CONNECTS = 8  # sign-ins timed (registrations are limited to 10 a minute per address)
@@ -144,3 +145,40 @@ async def measure_oauth(sim_url: str, token: str, data_dir: Path, say: Callable[
                         await client.call_tool("list_tasks", {"limit": 5})
                         times.append(time.perf_counter() - started)
     return report
+
+
+def oauth_figures(report: OAuthReport) -> list[Figure]:
+    sign_in = (
+        "from nothing to a session's first answered list_tasks, for the SDK's OAuthClientProvider: discovery, "
+        "registration, the sign-in page opened and posted (two requests standing for the browser), code "
+        f"exchange, initialize; median of {CONNECTS}"
+    )
+    calls = f"{CALLS} list_tasks(limit=5) calls on one session each, in alternating batches of {BATCH}"
+    oauth_ms, bearer_ms = (OAuthReport.median_ms(v) for v in (report.call_oauth_s, report.call_bearer_s))
+    return [
+        http_figure(
+            "oauth_connect_ms",
+            "OAuth: connect with sign-in",
+            "ms",
+            sign_in,
+            OAuthReport.median_ms(report.connect_oauth_s),
+        ),
+        http_figure(
+            "oauth_bearer_connect_ms",
+            "OAuth: connect with a static bearer (baseline)",
+            "ms",
+            f"the same, with the API token as a static bearer header; median of {CONNECTS}",
+            OAuthReport.median_ms(report.connect_bearer_s),
+        ),
+        http_figure(
+            "oauth_call_ms", "OAuth: a call with an OAuth token", "ms", f"{calls}: median, OAuth token", oauth_ms
+        ),
+        http_figure(
+            "oauth_call_ratio",
+            "OAuth: per-call time, OAuth token / static bearer",
+            "x",
+            f"{calls}: the OAuth token's median (a grant lookup and an unseal per request) over the static bearer's "
+            f"({bearer_ms:.2f} ms)",
+            oauth_ms / bearer_ms,
+        ),
+    ]

@@ -95,8 +95,9 @@ def test_the_wheel_ships_the_view_media_and_both_commands(dist: Path) -> None:
     with zipfile.ZipFile(wheel) as archive:
         names = set(archive.namelist())
         entry_points = archive.read(f"luma_dream_machine_mcp-{__version__}.dist-info/entry_points.txt").decode()
-    for shipped in ("luma_mcp/ui/player.html", "luma_mcp/ui/ext-apps/app-with-deps.js",
-                    "luma_mcp/ui/ext-apps/LICENSE", "luma_mcp/media/sample.mp4", "luma_mcp/media/sample.jpg",
+    for shipped in ("luma_mcp/server/ui/player.html", "luma_mcp/server/ui/ext-apps/app-with-deps.js",
+                    "luma_mcp/server/ui/ext-apps/LICENSE", "luma_mcp/simulator/media/sample.mp4",
+                    "luma_mcp/simulator/media/sample.jpg",
                     "luma_mcp/py.typed", "luma_mcp/core/ledger/postgres.py"):  # fmt: skip
         assert shipped in names, shipped
     assert not [name for name in names if "__pycache__" in name or name.startswith(("tests/", "benchmarks/"))]
@@ -107,9 +108,13 @@ def test_the_sdist_ships_the_source_and_no_junk(dist: Path) -> None:
     sdist = only(dist, f"luma_dream_machine_mcp-{__version__}.tar.gz")
     with tarfile.open(sdist) as archive:
         names = [name.split("/", 1)[1] for name in archive.getnames() if "/" in name]
-    assert {"pyproject.toml", "README.md", "LICENSE", "src/luma_mcp/cli.py", "src/luma_mcp/ui/player.html"} <= set(
-        names
-    )
+    assert {
+        "pyproject.toml",
+        "README.md",
+        "LICENSE",
+        "src/luma_mcp/cli.py",
+        "src/luma_mcp/server/ui/player.html",
+    } <= set(names)
     junk = (".cache/", ".venv/", "test-output/", ".hypothesis/", "dist/", ".mypy_cache/", ".pytest_cache/")
     assert not [n for n in names if n.startswith(junk) or "node_modules" in n or "__pycache__" in n]
 
@@ -399,7 +404,7 @@ def test_the_bundle_holds_the_package_and_nothing_else(bundle: Bundle) -> None:
         names = archive.namelist()
     tops = {name.split("/", 1)[0] for name in names}
     assert tops == {"manifest.json", "icon.png", "pyproject.toml", "README.md", "LICENSE", "src"}
-    assert "src/luma_mcp/ui/ext-apps/app-with-deps.js" in names and not [n for n in names if "__pycache__" in n]
+    assert "src/luma_mcp/server/ui/ext-apps/app-with-deps.js" in names and not [n for n in names if "__pycache__" in n]
     print(f"bundle: {bundle.path.stat().st_size / 1000:.0f} kB")
 
 

@@ -284,4 +284,6 @@ def test_a_javascript_url_or_a_bidi_control_in_a_result_cannot_reach_the_person(
 def test_the_shipped_ext_apps_client_is_the_pinned_release(stage: Stage) -> None:
     # `stage` installed the pinned @modelcontextprotocol/ext-apps from npm for the host page.
     shipped = (ROOT / "src" / "luma_mcp" / "server" / "ui" / "ext-apps" / "app-with-deps.js").read_bytes()
-    assert shipped == npm_ext_apps_bundle(), "src/luma_mcp/ui/ext-apps differs from npm's release: run make ext-apps"
+    assert shipped == npm_ext_apps_bundle(), (
+        "src/luma_mcp/server/ui/ext-apps differs from npm's release: run make ext-apps"
+    )

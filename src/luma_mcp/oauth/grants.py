@@ -33,8 +33,8 @@ from typing import Any, Literal
 
 from mcp.shared.auth import OAuthClientInformationFull
 
+from luma_mcp.core.ledger.scoped import Sql
 from luma_mcp.core.ledger.store import Store
-from luma_mcp.core.ledger.tenant import Sql
 
 Kind = Literal["code", "access", "refresh"]
 PREFIXES: dict[Kind, str] = {"code": "luma_ac_", "access": "luma_at_", "refresh": "luma_rt_"}

@@ -20,7 +20,7 @@ from luma_mcp.api.errors import LedgerError, LedgerUnavailable
 from luma_mcp.checks.redact import redact_conninfo
 from luma_mcp.core.ledger.queries import CALLBACK_TEMPLATES, GRANT_TEMPLATES, SCHEMA_VERSION, TEMPLATES, Dialect
 from luma_mcp.core.ledger.rules import DEFAULT_SENDING_EXPIRY, Ledger
-from luma_mcp.core.ledger.tenant import Scoped, Sql
+from luma_mcp.core.ledger.scoped import Scoped, Sql
 
 T = TypeVar("T")
 

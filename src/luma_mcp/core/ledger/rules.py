@@ -32,12 +32,13 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
+import luma_mcp.core.ledger.records as records
 from luma_mcp.api.errors import LedgerError, SpendingLimitError
 from luma_mcp.api.models import SubmitState, TaskStatus
-from luma_mcp.core.ledger import records
 from luma_mcp.core.ledger.records import LedgerEntry
+from luma_mcp.core.ledger.scoped import Scoped, Sql
 from luma_mcp.core.ledger.store import Store
-from luma_mcp.core.ledger.tenant import Scoped, Sql, TenantLedger
+from luma_mcp.core.ledger.tenant import TenantLedger
 from luma_mcp.core.results import TaskResult
 
 # The statuses whose result never changes, as the statements take them.

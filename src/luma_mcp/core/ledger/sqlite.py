@@ -21,7 +21,7 @@ import anyio
 from luma_mcp.api.errors import LedgerUnavailable
 from luma_mcp.core.ledger.queries import CALLBACK_TEMPLATES, GRANT_TEMPLATES, TEMPLATES, Dialect
 from luma_mcp.core.ledger.rules import DEFAULT_SENDING_EXPIRY, Ledger
-from luma_mcp.core.ledger.tenant import Sql
+from luma_mcp.core.ledger.scoped import Sql
 
 T = TypeVar("T")
 

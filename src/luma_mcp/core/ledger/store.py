@@ -17,13 +17,13 @@ from typing import ClassVar, TypeVar
 
 import anyio
 
+import luma_mcp.core.ledger.records as records
 from luma_mcp.api.errors import LedgerError, LedgerUnavailable
 from luma_mcp.api.models import SubmitState
-from luma_mcp.core.ledger import records
 from luma_mcp.core.ledger.finishes import Finishes
 from luma_mcp.core.ledger.memory import ProcessMemory
 from luma_mcp.core.ledger.queries import SCHEMA_VERSION, CallbackStatements, GrantStatements, Statements
-from luma_mcp.core.ledger.tenant import Scoped, Sql
+from luma_mcp.core.ledger.scoped import Scoped, Sql
 from luma_mcp.core.results import TaskResult
 
 T = TypeVar("T")

@@ -7,13 +7,16 @@ adds that tenant as the `tenant` parameter, that every statement compares (`quer
 reads and writes alike, writes by row id too. What the process keeps in memory (held
 answers, refusals) is keyed by tenant as well. So a row id or task id of another tenant,
 guessed or leaked, reads nothing and changes nothing.
+
+`Scoped` and the `Sql` slice of DB-API live in `scoped` (below the store and the rules, which
+both need them); this module holds `TenantLedger`, the view the service holds.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable
 from contextlib import AbstractContextManager
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import anyio
@@ -21,33 +24,6 @@ if TYPE_CHECKING:
     from luma_mcp.core.ledger.records import LedgerEntry
     from luma_mcp.core.ledger.rules import Ledger, Reservation, SpendingLimits
     from luma_mcp.core.results import TaskResult
-
-
-class Sql(Protocol):
-    """The slice of DB-API both backends offer (named parameters, in the backend's spelling)."""
-
-    def execute(self, sql: str, params: Mapping[str, Any], /) -> Any: ...
-
-    def executemany(self, sql: str, rows: Sequence[Mapping[str, Any]], /) -> Any: ...
-
-
-class Scoped:
-    """One transaction, as one tenant sees it: every statement gets the tenant's parameter."""
-
-    def __init__(self, db: Sql, tenant: str) -> None:
-        self.db, self.tenant = db, tenant
-
-    def one(self, statement: str, **params: Any) -> Any:
-        return self.db.execute(statement, {**params, "tenant": self.tenant}).fetchone()
-
-    def all(self, statement: str, **params: Any) -> list[Any]:
-        return list(self.db.execute(statement, {**params, "tenant": self.tenant}).fetchall())
-
-    def run(self, statement: str, **params: Any) -> None:
-        self.db.execute(statement, {**params, "tenant": self.tenant})
-
-    def run_many(self, statement: str, rows: Iterable[Mapping[str, Any]]) -> None:
-        self.db.executemany(statement, [{**row, "tenant": self.tenant} for row in rows])
 
 
 class TenantLedger:
