@@ -1,6 +1,7 @@
 """A finished video's text says its video_id and how to continue it, whichever tool found it:
 hosts that show the model only the text (pydantic-ai, openai-agents' default, langchain's
-content) must be able to extend a video found by get_task or list_tasks."""
+content) must be able to extend a video found by get_task or list_tasks; and a video_id the
+provider does not have is told as that, not as a problem with the inputs."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import pytest
 from mcp import Client
 
 from luma_mcp.core.results import TaskResult
-from luma_mcp.simulator.app import Simulator
+from luma_mcp.simulator.app import FAIL_MARKER, Simulator
 
 from ..helpers.common import text_of
 
@@ -58,3 +59,18 @@ async def test_list_tasks_names_the_video_ids_of_finished_videos(mcp_client: Cli
     assert f'video_id="{sim.tasks[done].video_id}"' in row
     assert "video_id" not in next(line for line in text.splitlines() if running in line)
     assert text.splitlines()[-1] == 'To continue a video: extend_video(video_id="<its video_id>", prompt="...").'
+
+
+async def test_extending_a_video_id_the_provider_does_not_have_says_so(mcp_client: Client) -> None:
+    result = await mcp_client.call_tool("extend_video", {"video_id": "0105c090-not-ours", "wait_seconds": 10})
+    task = TaskResult.model_validate(result.structured_content)
+    assert task.status == "failed"
+    text = text_of(result)
+    assert "0105c090-not-ours was not found" in text  # the provider's words, kept
+    assert "The provider has no such video" in text and "(list_tasks lists them)." in text
+    assert "image" not in text  # no advice about image URLs for a missing video
+
+
+async def test_other_failed_videos_keep_the_advice_about_inputs(mcp_client: Client) -> None:
+    result = await mcp_client.call_tool("generate_video", {"prompt": f"storm {FAIL_MARKER}", "wait_seconds": 10})
+    assert "(public image URLs)" in text_of(result) and "no such video" not in text_of(result)

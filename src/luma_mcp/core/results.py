@@ -12,6 +12,7 @@ import time
 
 from pydantic import BaseModel, Field
 
+from luma_mcp.api.errors import UNKNOWN_VIDEO_ADVICE, says_video_unknown
 from luma_mcp.api.models import ErrorDetail, TaskRecord, TaskStatus, VideoResult, derive_status
 from luma_mcp.checks.urls import is_web_url
 
@@ -138,7 +139,8 @@ def _request_prompt(record: TaskRecord) -> str | None:
 
 # --- text -------------------------------------------------------------------------------
 
-_FAILED_ADVICE = "Failed tasks are not charged: adjust the prompt or inputs (public image URLs) and submit again."
+_NOT_CHARGED = "Failed tasks are not charged"
+_FAILED_ADVICE = f"{_NOT_CHARGED}: adjust the prompt or inputs (public image URLs) and submit again."
 
 
 def get_task_call(task_ids: list[str], wait_seconds: int) -> str:
@@ -194,8 +196,12 @@ def task_text(result: TaskResult) -> str:
         return "\n".join(task_lines(result))
     line = status_line(result)
     if result.status is TaskStatus.FAILED:
-        unusable = result.error is not None and result.error.code == UNUSABLE_VIDEO_URL
-        return f"{line}\n{_UNUSABLE_ADVICE if unusable else _FAILED_ADVICE}"
+        error = result.error or TaskError(message="")
+        if error.code == UNUSABLE_VIDEO_URL:
+            return f"{line}\n{_UNUSABLE_ADVICE}"
+        if says_video_unknown(error.message):
+            return f"{line}\n{_NOT_CHARGED}. {UNKNOWN_VIDEO_ADVICE}"
+        return f"{line}\n{_FAILED_ADVICE}"
     return f"{line}\nNext: {result.next_call}. Do not submit again: that would pay for a second video."
 
 
