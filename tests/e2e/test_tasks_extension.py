@@ -113,6 +113,7 @@ async def test_tasks_get_goes_from_working_to_the_result_get_task_gives(
     assert final.structured_content == await get_task_tool(client, created.task_id)
     task = TaskResult.model_validate(final.structured_content)
     assert task.status == "succeeded" and task.video_url and task.video_url in text_of(final)
+    assert f'To continue it: extend_video(video_id="{task.video_id}", prompt="...").' in text_of(final)
     assert not final.is_error and [b.type for b in final.content] == ["text", "resource_link", "resource_link"]
     assert extension.seen[-1].status_message and task.video_url in extension.seen[-1].status_message
     # Asked again, a finished task reads from the ledger: same answer, no upstream read.
