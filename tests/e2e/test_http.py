@@ -74,6 +74,11 @@ async def test_tools_over_http_with_progress(keyed_server: HttpServer, sim: Any)
 
     async with client(keyed_server.url, KEY) as c:
         assert len((await c.list_tools()).tools) == 5
+        wrong = await c.call_tool("generate_video", {"prompt": "x", "aspect_ratio": "2:1"})
+        assert wrong.is_error and text_of(wrong) == (
+            'generate_video\'s aspect_ratio must be one of "16:9", "9:16", "1:1", "4:3", "3:4", "21:9" or "9:21", '
+            'not "2:1".'
+        )
         result = await c.call_tool(
             "generate_video", {"prompt": "Fireflies over a meadow", "wait_seconds": 20}, progress_callback=on_progress
         )

@@ -26,6 +26,11 @@ def test_no_token_starts_lists_and_explains_on_stderr() -> None:
     ]  # fmt: skip
     call = server.call("tools/call", {"name": "generate_video", "arguments": {"prompt": "a cat"}})["result"]
     assert call["isError"] and "Set ACEDATACLOUD_API_TOKEN" in call["content"][0]["text"]
+    wrong = {"name": "generate_video", "arguments": {"prompt": "a cat", "wait_seconds": 99}}
+    refused = server.call("tools/call", wrong)["result"]
+    assert refused["isError"] and refused["content"][0]["text"] == (
+        "generate_video's wait_seconds must be a whole number from 0 to 50, not 99."
+    )
     stderr = server.close()
     assert "ACEDATACLOUD_API_TOKEN is not set" in stderr and "WARNING" in stderr
 

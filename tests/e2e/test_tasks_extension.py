@@ -113,6 +113,7 @@ async def test_tasks_get_goes_from_working_to_the_result_get_task_gives(
     assert final.structured_content == await get_task_tool(client, created.task_id)
     task = TaskResult.model_validate(final.structured_content)
     assert task.status == "succeeded" and task.video_url and task.video_url in text_of(final)
+    assert f'To continue it: extend_video(video_id="{task.video_id}", prompt="...").' in text_of(final)
     assert not final.is_error and [b.type for b in final.content] == ["text", "resource_link", "resource_link"]
     assert extension.seen[-1].status_message and task.video_url in extension.seen[-1].status_message
     # Asked again, a finished task reads from the ledger: same answer, no upstream read.
@@ -149,7 +150,15 @@ async def test_no_task_when_the_call_fails_or_the_task_is_done(
     refused = await submit(client, f"Not allowed {REFUSE_MARKER}")
     assert isinstance(refused, CallToolResult) and refused.is_error
     invalid = await submit(client, "A cat", duration=10)
-    assert isinstance(invalid, CallToolResult) and invalid.is_error and "no argument duration" in text_of(invalid)
+    assert isinstance(invalid, CallToolResult) and invalid.is_error
+    assert text_of(invalid).startswith('generate_video has no argument "duration"; its arguments are aspect_ratio')
+    # A wrong argument reads exactly as it does without the extension (one sentence, from the schema).
+    wrong = await submit(client, "A cat", aspect_ratio="2:1")
+    assert isinstance(wrong, CallToolResult) and wrong.is_error
+    assert text_of(wrong) == (
+        'generate_video\'s aspect_ratio must be one of "16:9", "9:16", "1:1", "4:3", "3:4", "21:9" or "9:21", '
+        'not "2:1".'
+    )
     assert extension.created == []
     # Reusing a task that has finished: its result is the answer, not a handle.
     submits = sim.count("/luma/videos")

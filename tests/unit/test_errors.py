@@ -98,3 +98,26 @@ def test_bare_string_error_and_missing_error() -> None:
     assert isinstance(error, LumaServerError) and "upstream exploded" in str(error) and error.trace_id == "t9"
     error = error_from_response(429, b'{"trace_id": "t8"}')
     assert isinstance(error, LumaRateLimitError) and error.trace_id == "t8"
+
+
+@pytest.mark.parametrize(
+    ("status", "code", "message", "cls", "advice"),
+    [
+        (400, "bad_request", "The video 0105c090 was not found.", LumaRequestError, "no such video"),
+        # Whatever the status: the same video_id would fail again, so it is no server trouble to retry.
+        (500, "api_error", "Video does not exist", LumaRequestError, "no such video"),
+        # Other refusals keep their own advice: only the provider saying the video is missing counts.
+        (400, "bad_request", "The json payload is not valid to request the API", LumaRequestError, "Fix the"),
+        (400, "bad_request", "video_id or video_url is required", LumaRequestError, "Fix the arguments"),
+        (500, "api_error", "fetch failed", LumaServerError, "URL is public"),
+        (404, "no_api", "Not found", LumaRequestError, "ACEDATACLOUD_API_BASE_URL"),
+    ],
+)
+def test_an_unknown_video_gets_advice_about_the_video_id(
+    status: int, code: str, message: str, cls: type[LumaError], advice: str
+) -> None:
+    raw = json.dumps({"error": {"code": code, "message": message}, "trace_id": "tr-1"}).encode()
+    error = error_from_response(status, raw)
+    assert type(error) is cls and advice in str(error) and message in str(error)
+    assert ("list_tasks lists them" in str(error)) == (advice == "no such video")
+    assert not (advice == "no such video" and error.transient)

@@ -90,13 +90,14 @@ def test_texts_are_short_and_carry_what_is_needed() -> None:
 
 def test_list_text_and_progress_lines() -> None:
     tasks = [
-        TaskResult(task_id="a", status=TaskStatus.SUCCEEDED, video_url="https://x/a.mp4"),
+        TaskResult(task_id="a", status=TaskStatus.SUCCEEDED, video_url="https://x/a.mp4", video_id="va"),
         TaskResult(task_id="b", status=TaskStatus.PENDING, elapsed_seconds=3),
         TaskResult(task_id="c", status=TaskStatus.FAILED),
     ]
     text = list_text(TaskList(tasks=tasks, not_found=["d"], next_call='get_task(task_id="b", wait_seconds=45)'))
     assert text.splitlines() == [
         "Video ready: https://x/a.mp4 (task a, took moments).",
+        'To continue it: extend_video(video_id="va", prompt="...").',
         "Task b is queued (3 s so far; videos take 1-5 minutes).",
         "Task c failed: The generation failed.",
         "Task d: not found (check the id).",

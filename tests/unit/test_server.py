@@ -257,7 +257,7 @@ async def test_schema_validation_rejects_before_anything_is_sent(
     mcp_client: Client, sim: Simulator, tool: str, args: dict[str, Any]
 ) -> None:
     result = await mcp_client.call_tool(tool, args)
-    assert result.is_error and "validation error" in text_of(result)
+    assert result.is_error and f"{tool}'s " in text_of(result) and " must be " in text_of(result)
     assert sim.requests == []
 
 
@@ -285,7 +285,7 @@ async def test_the_simulators_own_media_urls_are_accepted(mcp_client: Client) ->
 async def test_unknown_arguments_are_refused_not_dropped(mcp_client: Client, sim: Simulator) -> None:
     result = await generate(mcp_client, duration=10, seed=3)
     assert result.is_error
-    assert "generate_video has no argument duration, seed" in text_of(result) and "aspect_ratio" in text_of(result)
+    assert 'generate_video has no argument "duration", "seed"; its arguments are aspect_ratio' in text_of(result)
     assert sim.submits() == []
 
 

@@ -27,12 +27,27 @@ API token: the client redacts it from anything the provider sends back before it
 from __future__ import annotations
 
 import json
+import re
 from typing import ClassVar
 
 from luma_mcp.api.models import ErrorBody
 from luma_mcp.config import TOKEN_ENV
 
 CONSOLE_URL = "https://platform.acedata.cloud"
+
+# An extend naming a video the provider does not have. Keyed on the provider's words (a video
+# "not found"), as no body for this case is published: other refusals and failures, and the
+# image-URL advice for "fetch failed", are left as they are.
+_UNKNOWN_VIDEO = re.compile(r"\bvideo\b.*\b(?:not found|does not exist|no longer exists)\b", re.IGNORECASE | re.DOTALL)
+UNKNOWN_VIDEO_ADVICE = (
+    "The provider has no such video (a mistyped video_id, an expired one, or one from another account): "
+    "extend the video_id of a finished generate_video, extend_video or get_task result (list_tasks lists them)."
+)
+
+
+def says_video_unknown(message: str | None) -> bool:
+    """Whether a provider's error message says the video to extend does not exist."""
+    return bool(message) and _UNKNOWN_VIDEO.search(message or "") is not None
 
 
 class LumaMcpError(Exception):
@@ -226,6 +241,11 @@ def error_from_response(
     summary = default_summary
     if body.message and body.message.strip() != default_summary:
         summary = f"{default_summary}: {body.message.strip()}"
+    if says_video_unknown(body.message):
+        # Not the provider's trouble, whatever the status: the same video_id would fail again.
+        return LumaRequestError(
+            summary, status_code=status, code=code, trace_id=body.trace_id, advice=UNKNOWN_VIDEO_ADVICE
+        )
     if code == "api_error" and body.message and "fetch failed" in body.message.lower():
         advice: str | None = (
             "The provider could not download an input image or video: make sure every URL is "

@@ -2,7 +2,8 @@
 
 Pure functions, no I/O: a task record from the API becomes a `TaskResult` (never the
 raw record, never the account's ids), and a result becomes one or two lines of text that
-always carry the video URL when there is one and, while unfinished, the next call to make.
+always carry the video URL when there is one, for a finished video its video_id and how to
+continue it (`task_lines`, in every tool's text), and while unfinished the next call to make.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import time
 
 from pydantic import BaseModel, Field
 
+from luma_mcp.api.errors import UNKNOWN_VIDEO_ADVICE, says_video_unknown
 from luma_mcp.api.models import ErrorDetail, TaskRecord, TaskStatus, VideoResult, derive_status
 from luma_mcp.checks.urls import is_web_url
 
@@ -58,6 +60,7 @@ class ListedTask(BaseModel):
     created: str
     prompt: str | None = None  # the first 80 characters
     video_url: str | None = None
+    video_id: str | None = None  # what extend_video takes
     action: str
 
 
@@ -136,7 +139,8 @@ def _request_prompt(record: TaskRecord) -> str | None:
 
 # --- text -------------------------------------------------------------------------------
 
-_FAILED_ADVICE = "Failed tasks are not charged: adjust the prompt or inputs (public image URLs) and submit again."
+_NOT_CHARGED = "Failed tasks are not charged"
+_FAILED_ADVICE = f"{_NOT_CHARGED}: adjust the prompt or inputs (public image URLs) and submit again."
 
 
 def get_task_call(task_ids: list[str], wait_seconds: int) -> str:
@@ -170,23 +174,39 @@ def status_line(result: TaskResult) -> str:
     return f"Task {result.task_id} {doing} ({_seconds(result.elapsed_seconds)} so far; videos take 1-5 minutes)."
 
 
+def extend_call(video_id: str) -> str:
+    return f'extend_video(video_id="{video_id}", prompt="...")'
+
+
+def task_lines(result: TaskResult) -> list[str]:
+    """What every text says of one task: its status line and, for a finished video, how to
+    continue it. Hosts that show the model only the text (not the structured result) need the
+    video_id written out, whichever tool found the video."""
+    line = status_line(result)
+    if result.status is TaskStatus.SUCCEEDED and result.video_id:
+        return [line, f"To continue it: {extend_call(result.video_id)}."]
+    return [line]
+
+
 def task_text(result: TaskResult) -> str:
     """The text beside a single task's structured result: one or two lines (and a note)."""
     if result.note:
         return f"{result.note}\n{task_text(result.model_copy(update={'note': None}))}"
-    line = status_line(result)
     if result.status is TaskStatus.SUCCEEDED:
-        if result.video_id:
-            return f'{line}\nTo continue it: extend_video(video_id="{result.video_id}", prompt="...").'
-        return line
+        return "\n".join(task_lines(result))
+    line = status_line(result)
     if result.status is TaskStatus.FAILED:
-        unusable = result.error is not None and result.error.code == UNUSABLE_VIDEO_URL
-        return f"{line}\n{_UNUSABLE_ADVICE if unusable else _FAILED_ADVICE}"
+        error = result.error or TaskError(message="")
+        if error.code == UNUSABLE_VIDEO_URL:
+            return f"{line}\n{_UNUSABLE_ADVICE}"
+        if says_video_unknown(error.message):
+            return f"{line}\n{_NOT_CHARGED}. {UNKNOWN_VIDEO_ADVICE}"
+        return f"{line}\n{_FAILED_ADVICE}"
     return f"{line}\nNext: {result.next_call}. Do not submit again: that would pay for a second video."
 
 
 def list_text(tasks: TaskList) -> str:
-    lines = [status_line(t) for t in tasks.tasks]
+    lines = [line for task in tasks.tasks for line in task_lines(task)]
     lines += [f"Task {task_id}: not found (check the id)." for task_id in tasks.not_found]
     if tasks.next_call:
         lines.append(f"Next: {tasks.next_call}.")
@@ -194,7 +214,8 @@ def list_text(tasks: TaskList) -> str:
 
 
 def page_text(page: TaskPage) -> str:
-    """The text beside a list_tasks page: one line a task, and how to get the next page."""
+    """The text beside a list_tasks page: one line a task (a finished video's with its video_id),
+    how to continue one, and how to get the next page."""
     if not page.tasks:
         return "No tasks found."
     lines = [
@@ -206,11 +227,14 @@ def page_text(page: TaskPage) -> str:
                 row.task_id or "(no task id)",
                 f'"{row.prompt}"' if row.prompt else row.action,
                 row.video_url,
+                f'video_id="{row.video_id}"' if row.video_id else None,
             )
             if part
         )
         for row in page.tasks
     ]
+    if any(row.video_id for row in page.tasks):
+        lines.append(f"To continue a video: {extend_call('<its video_id>')}.")
     if page.next_cursor:
         lines.append(f'More: list_tasks(cursor="{page.next_cursor}").')
     return "\n".join(lines)

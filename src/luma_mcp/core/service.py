@@ -180,6 +180,7 @@ def _row(entry: LedgerEntry, fresh: TaskResult | None) -> ListedTask:
         created=datetime.fromtimestamp(entry.created_at, UTC).isoformat(timespec="seconds"),
         prompt=prompt,
         video_url=result.video_url if result else None,
+        video_id=result.video_id if result else None,
         action=entry.action,
     )
 

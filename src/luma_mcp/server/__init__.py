@@ -22,13 +22,16 @@ from mcp.server.auth.provider import TokenVerifier
 from mcp.server.auth.settings import AuthSettings
 from mcp.server.context import ServerRequestContext
 from mcp.server.mcpserver.exceptions import ToolError, UnexpectedToolError
-from mcp.types import ListResourcesResult, ListToolsResult, PaginatedRequestParams, Tool
+from mcp.shared.exceptions import MCPError
+from mcp.types import INVALID_PARAMS, ListResourcesResult, ListToolsResult, PaginatedRequestParams, Tool
+from pydantic import ValidationError
 
 from luma_mcp import __version__
 from luma_mcp.config import Settings
 from luma_mcp.core.ledger import Ledger
 from luma_mcp.core.state import AppState, open_state
 from luma_mcp.core.waiting import PollSchedule
+from luma_mcp.server.boundary import argument_error, unknown_arguments
 from luma_mcp.server.player import SERVER_ICON, add_player, visible_resources, visible_tools
 from luma_mcp.server.prompts import add_prompts
 from luma_mcp.server.resources import add_resources
@@ -48,6 +51,11 @@ INSTRUCTIONS = (
     "that pays twice. Give the user the video_url; pass a result's video_id to extend_video to continue it. "
     "list_tasks finds earlier videos (also from past conversations); download_video saves one to disk, "
     "since result URLs expire. The prompts video_prompt and storyboard help write good requests."
+)
+
+# For the video tools (those with a prompt), after the list of their arguments.
+_NO_SUCH_SETTING = (
+    " (Luma takes no duration, resolution, seed or negative prompt: describe what you want in the prompt)"
 )
 
 
@@ -126,13 +134,11 @@ class LumaMCPServer(MCPServer[AppState]):
         # believes it was applied. Say so instead.
         tool = self._tool_manager.get_tool(name)
         if tool is not None:
-            known = set(tool.parameters.get("properties", {}))
-            unknown = sorted(set(arguments) - known)
+            known = list(tool.parameters.get("properties", {}))
+            unknown = sorted(set(arguments) - set(known))
             if unknown:
-                raise ToolError(
-                    f"{name} has no argument {', '.join(unknown)}. Its arguments are: {', '.join(sorted(known))}. "
-                    "Luma takes no duration, resolution, seed or negative prompt: describe what you want in the prompt."
-                )
+                hint = _NO_SUCH_SETTING if "prompt" in known else ""
+                raise ToolError(unknown_arguments(name, unknown, known, hint))
         try:
             return await super().call_tool(name, arguments, context)
         except UnexpectedToolError as exc:
@@ -144,3 +150,25 @@ class LumaMCPServer(MCPServer[AppState]):
                 f"{name} failed inside luma-mcp ({cause}); the details are in the server's log. "
                 "Anything already submitted is in list_tasks: check there before submitting again."
             ) from None
+        except ToolError as exc:
+            # Only the SDK's argument validation raises a ToolError caused by a ValidationError
+            # (the tool body's own are wrapped apart); kept as the cause, so the SDK logs field names.
+            if tool is None or not isinstance(exc.__cause__, ValidationError):
+                raise
+            raise ToolError(argument_error(name, tool.parameters, exc.__cause__)) from exc.__cause__
+
+    async def get_prompt(self, name: str, arguments: dict[str, Any] | None = None, context: Any = None) -> Any:
+        # The SDK answers a missing or unknown prompt argument with "Internal server error".
+        prompt = self._prompt_manager.get_prompt(name)
+        if prompt is not None:
+            given = set(arguments or {})
+            known = [arg.name for arg in prompt.arguments or []]
+            if unknown := sorted(given - set(known)):
+                raise MCPError(INVALID_PARAMS, unknown_arguments(name, unknown, known))
+            missing = [arg.name for arg in prompt.arguments or [] if arg.required and arg.name not in given]
+            if missing:
+                required = {"type": "object", "properties": {n: {"type": "string"} for n in missing}}
+                problems = [{"type": "missing", "loc": (n,), "msg": "", "input": arguments or {}} for n in missing]
+                error = ValidationError.from_exception_data(name, problems)  # type: ignore[arg-type]
+                raise MCPError(INVALID_PARAMS, argument_error(name, required, error))
+        return await super().get_prompt(name, arguments, context)
